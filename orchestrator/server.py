@@ -1,0 +1,166 @@
+"""The orchestrator process: opens the store, serves gRPC, runs the timers, drains on shutdown.
+
+``run(settings)`` blocks until SIGTERM/SIGINT and returns the exit code; ``serve(settings, stop)``
+is the same for asyncio programs and tests; ``OrchestratorServer`` gives finer control (the bound
+port when ``settings.port`` is 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+
+import grpc
+
+from orchestrator import errors, logs
+from orchestrator.api import servicer
+from orchestrator.config import Settings
+from orchestrator.engine import limits
+from orchestrator.service import Orchestrator
+from orchestrator.store import factory
+
+logger = logging.getLogger("orchestrator.server")
+
+# In-flight RPCs get this long to finish after a shutdown request; parked long polls end at once.
+DRAIN_GRACE = timedelta(seconds=5)
+
+# Outputs may be up to 4 MiB of JSON; a request or a work item carrying one plus its envelope must
+# fit (gRPC's default limit is exactly 4 MiB).
+MAX_MESSAGE_BYTES = 4 * limits.MAX_JSON_BYTES
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class OrchestratorServer:
+    """One orchestrator: store, facade, scheduler task and gRPC server, started and stopped together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port: int | None = None
+        self._orchestrator: Orchestrator | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._scheduler_stop = asyncio.Event()
+        self._scheduler_task: asyncio.Task[None] | None = None
+
+    @property
+    def orchestrator(self) -> Orchestrator:
+        """The facade (after ``start``)."""
+        if self._orchestrator is None:
+            raise RuntimeError("server not started")
+        return self._orchestrator
+
+    async def start(self) -> int:
+        """Opens the database, binds the port and starts serving; returns the bound port."""
+        loop = asyncio.get_running_loop()
+        # Opening the store creates tables: blocking I/O, off the loop.
+        store = await loop.run_in_executor(None, factory.open_store, self.settings.db_url)
+        self._orchestrator = Orchestrator(store, self.settings)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        servicer.add_to_server(server, self._orchestrator)
+        address = _bind_address(self.settings.host, self.settings.port)
+        try:
+            port: int = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            await self._orchestrator.close()
+            raise errors.ConfigError(f"cannot listen on {address}: {exc}") from exc
+        if port == 0:
+            await self._orchestrator.close()
+            raise errors.ConfigError(f"cannot listen on {address}")
+        await server.start()
+        self._grpc = server
+        self.port = port
+        self._scheduler_task = asyncio.create_task(
+            self._orchestrator.scheduler.run(self._scheduler_stop), name="orchestrator-scheduler"
+        )
+        self._scheduler_task.add_done_callback(_report_crash)
+        # Written directly (not through logging) so it appears whatever the log level: scripts and
+        # tests wait for this line to know the orchestrator is ready.
+        print(
+            f"orchestrator listening on {self.settings.host}:{port} db={store.display_url}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return port
+
+    async def stop(self, grace: timedelta = DRAIN_GRACE) -> None:
+        """Stops accepting, lets in-flight RPCs finish (parked polls end empty), then closes."""
+        if self._orchestrator is None:
+            return
+        logs.log(logger, "server.stopping", grace_s=grace.total_seconds())
+        self._orchestrator.begin_shutdown()
+        if self._grpc is not None:
+            await self._grpc.stop(grace.total_seconds())
+        self._scheduler_stop.set()
+        if self._scheduler_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler_task
+        await self._orchestrator.close()
+        self._orchestrator = None
+        logs.log(logger, "server.stopped")
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("scheduler task crashed", exc_info=task.exception())
+
+
+async def serve(
+    settings: Settings, stop: asyncio.Event, *, on_ready: Callable[[int], None] | None = None
+) -> None:
+    """Serves until ``stop`` is set, then drains. ``on_ready`` receives the bound port."""
+    server = OrchestratorServer(settings)
+    await server.start()
+    try:
+        if on_ready is not None:
+            on_ready(server.port or settings.port)
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def run(settings: Settings) -> int:
+    """Serves until SIGTERM or SIGINT, drains, and returns the process exit code (0 on a clean stop)."""
+    logs.configure(settings.log_level)
+    try:
+        asyncio.run(_main(settings))
+    except errors.OrchestratorError as exc:
+        logs.log_at(logger, logging.ERROR, "server.failed", error=exc.message)
+        return 1
+    return 0
+
+
+async def _main(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, _on_signal, stop, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+            pass
+    try:
+        await serve(settings, stop)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if stop.is_set():
+        return
+    logs.log(logger, "server.signal", signal=sig.name)
+    stop.set()

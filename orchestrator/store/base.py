@@ -1,0 +1,90 @@
+"""The ``Store`` interface: every method is one transaction at the level of the domain.
+
+Callers pass ``now_ms`` explicitly so that every decision inside a transaction uses one instant, and
+so tests can drive time. Methods raise ``orchestrator.errors`` types: ``NotFound``, ``StaleLease``,
+``RunEnded``, ``StepConflict``, ``LimitExceeded``, ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from orchestrator.engine import model
+
+
+class Store(Protocol):
+    """Durable state of events, functions, runs, steps, waits and timers."""
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many threads may call the store at once (1 for SQLite: it has a single writer)."""
+        ...
+
+    def create_schema(self) -> None:
+        """Creates missing tables and indexes."""
+        ...
+
+    def ingest_events(self, events: Sequence[model.NewEvent], *, now_ms: int) -> model.IngestResult:
+        """Stores new events (an already-seen id is acknowledged and starts nothing), starts a run of
+        every function with a trigger on each new event's name, and resolves the waits they match."""
+        ...
+
+    def register_functions(
+        self, app_id: str, functions: Sequence[model.FunctionSpec], *, now_ms: int
+    ) -> None:
+        """Creates or updates the app's functions and replaces their triggers."""
+        ...
+
+    def claim_work(
+        self,
+        *,
+        app_id: str,
+        function_ids: Sequence[str],
+        worker_id: str,
+        max_items: int,
+        now_ms: int,
+        lease_ms: int,
+    ) -> model.ClaimResult:
+        """Leases up to ``max_items`` ready runs of the app (of ``function_ids`` when not empty),
+        completing sleeps that have elapsed, and returns them with their events and memoized steps."""
+        ...
+
+    def complete_step(
+        self, completion: model.Completion, *, now_ms: int, lease_ms: int
+    ) -> model.CompletionResult:
+        """Records one outcome reported under the run's current lease and decides what comes next."""
+        ...
+
+    def extend_lease(self, run_id: str, lease_id: str, *, now_ms: int, lease_ms: int) -> int:
+        """Extends the current lease to ``now_ms + lease_ms``; returns the new expiry."""
+        ...
+
+    def release_work(self, run_id: str, lease_id: str, *, now_ms: int) -> model.Wakeups:
+        """Hands a leased run back: it is ready at once."""
+        ...
+
+    def get_run(self, run_id: str) -> model.RunView:
+        """One run with its steps and their attempt history."""
+        ...
+
+    def list_runs(self, run_filter: model.RunFilter) -> list[model.RunView]:
+        """Runs, newest first."""
+        ...
+
+    def cancel_run(self, run_id: str, *, now_ms: int) -> model.RunView:
+        """Cancels a run that has not ended (its lease and open waits end with it)."""
+        ...
+
+    def fire_due_timers(self, *, now_ms: int, since_ms: int) -> model.TimerResult:
+        """Times out due waits, expires due leases, and reports the apps whose runs became ready in
+        ``(since_ms, now_ms]`` (retry backoffs and sleeps that elapsed)."""
+        ...
+
+    def next_deadline_ms(self, *, now_ms: int) -> int | None:
+        """The nearest future timer (a ready time, a wait timeout or a lease expiry), or None."""
+        ...
+
+    def close(self) -> None:
+        """Releases the database connections."""
+        ...

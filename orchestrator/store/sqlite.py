@@ -1,0 +1,87 @@
+"""SQLite specifics: connection pragmas, immediate transactions, a single writer thread."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Executable, Table, create_engine, event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import StaticPool
+
+BUSY_TIMEOUT_MS = 5_000
+
+
+def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook below issue BEGIN itself: the sqlite3 module's implicit
+    # transactions would begin lazily (DEFERRED), too late to take the write lock up front.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL: readers do not block the writer and vice versa, and commits are appends (fast).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against process crashes in WAL mode (only an OS crash or power loss
+        # can drop the newest commits) and avoids an fsync per commit.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        # Another process on the same file (a second orchestrator, a SQL shell) makes us wait for
+        # its lock instead of failing at once with "database is locked".
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # SQLite ignores foreign keys unless asked, per connection.
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock at BEGIN: a transaction that reads then writes can never fail
+    # half-way on a lock upgrade, and busy_timeout applies to acquiring it.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class SqliteDialect:
+    """SQLite: one file, one writer. All store calls run on one thread, which serialises wait
+    registration against event ingest without any lock of our own."""
+
+    name = "sqlite"
+    max_concurrency = 1
+
+    def create_engine(self, url: str) -> Engine:
+        parsed = make_url(url)
+        database = parsed.database
+        kwargs: dict[str, Any] = {}
+        if database in (None, "", ":memory:"):
+            # One shared connection, or every connection would see its own empty database.
+            kwargs["poolclass"] = StaticPool
+            kwargs["connect_args"] = {"check_same_thread": False}
+        else:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _on_connect)
+        event.listen(engine, "begin", _on_begin)
+        return engine
+
+    def lock_for_ingest(self, conn: Connection) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already holds the database's only write lock."""
+
+    def lock_for_wait_registration(self, conn: Connection) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already holds the database's only write lock."""
+
+    def upsert(self, table: Table, *, keys: Sequence[str], update: Sequence[str]) -> Executable:
+        stmt = sqlite_insert(table)
+        if not update:
+            return stmt.on_conflict_do_nothing(index_elements=list(keys))
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={name: stmt.excluded[name] for name in update}
+        )
+
+    def is_retryable(self, error: DBAPIError) -> bool:
+        return False
+
+    def is_unavailable(self, error: DBAPIError) -> bool:
+        # "database is locked", "unable to open database file", "disk I/O error", ...
+        return isinstance(error, OperationalError)

@@ -1,0 +1,85 @@
+"""PostgreSQL only: the advisory locks that make event ingest and wait registration exclude each
+other (so a wait's backlog scan and an event's wait lookup can never both miss), checked directly."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from orchestrator.engine.model import NewEvent
+from orchestrator.store import factory
+from orchestrator.store.postgres import PostgresDialect
+from orchestrator.store.sql import SqlStore
+
+T0 = 1_800_000_000_000
+
+
+@pytest.fixture
+def pg_store(postgres_schema_url: str) -> Iterator[SqlStore]:
+    store = factory.open_store(postgres_schema_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def engine(postgres_schema_url: str) -> Iterator[Engine]:
+    eng = create_engine(postgres_schema_url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def blocked_on_advisory_lock(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ).scalar_one()
+        )
+
+
+def poll(predicate: object, within_s: float = 20.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("held_by", ["wait_registration", "ingest"])
+def test_ingest_waits_for_a_wait_registration_or_ingest_in_progress(
+    pg_store: SqlStore, engine: Engine, held_by: str
+) -> None:
+    dialect = PostgresDialect()
+    done = threading.Event()
+
+    def send() -> None:
+        pg_store.ingest_events([NewEvent("a/b")], now_ms=T0)
+        done.set()
+
+    with engine.connect() as conn, conn.begin():
+        if held_by == "ingest":
+            dialect.lock_for_ingest(conn)
+        else:
+            dialect.lock_for_wait_registration(conn)
+        sender = threading.Thread(target=send)
+        sender.start()
+        poll(lambda: blocked_on_advisory_lock(engine) >= 1)
+        assert not done.is_set()
+    sender.join(timeout=20)
+    assert done.is_set()
+
+
+def test_wait_registrations_do_not_block_each_other(engine: Engine) -> None:
+    dialect = PostgresDialect()
+    with engine.connect() as first, first.begin():
+        dialect.lock_for_wait_registration(first)
+        with engine.connect() as second, second.begin():
+            second.execute(text("SET LOCAL lock_timeout = '5s'"))
+            dialect.lock_for_wait_registration(second)  # would time out if it blocked
