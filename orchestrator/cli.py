@@ -1,10 +1,15 @@
 """The `orchestrator` command line: run the server, send events, inspect and cancel runs.
 
-    orchestrator serve [--host H] [--port P] [--db URL] [--lease-seconds S]
+    orchestrator serve [--host H] [--port P] [--db URL] [--lease-seconds S] [--no-migrate]
+    orchestrator migrate [--db URL]
     orchestrator send NAME [--data JSON] [--id ID] [--target HOST:PORT] [--json]
     orchestrator runs list [--function F] [--status S] [--event EVENT_ID] [--target HOST:PORT] [--json]
     orchestrator runs show RUN_ID [--target HOST:PORT] [--json]
     orchestrator runs cancel RUN_ID [--target HOST:PORT] [--json]
+
+`serve` also takes API keys (`--event-key/--worker-key/--admin-key KEY[,KEY]`, repeatable), TLS
+(`--tls-cert PEM --tls-key PEM`) and limits (`--max-event-bytes N` ...). Client commands take
+`--api-key KEY` and `--tls-ca PEM` (defaults `$ORCHESTRATOR_API_KEY`, `$ORCHESTRATOR_TLS_CA`).
 
 Client commands talk to the orchestrator through the Python SDK (`sdk_python.Client`), exactly as user
 code does. Exit codes: 0 success, 1 the orchestrator refused or could not be reached (the message is
@@ -79,7 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--lease-seconds", type=float, help="how long work stays leased to a silent worker")
     serve.add_argument("--log-level", help="DEBUG, INFO, ... (default $ORCHESTRATOR_LOG_LEVEL or INFO)")
+    serve.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not apply schema migrations at start; refuse a database not already migrated",
+    )
+    _add_security_flags(serve)
     serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply the database schema migrations, then exit")
+    migrate.add_argument("--db", help="SQLAlchemy URL (default: as for serve)")
+    migrate.set_defaults(handler=_migrate)
 
     send = commands.add_parser("send", help="send an event")
     send.add_argument("name", help="event name, e.g. api/contact_list.uploaded")
@@ -111,6 +126,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_LIMIT_FLAGS = (
+    "max_event_bytes",
+    "max_batch_events",
+    "max_output_bytes",
+    "max_steps_per_run",
+    "max_message_bytes",
+)
+
+
+def _add_security_flags(serve: argparse.ArgumentParser) -> None:
+    for role, rights in (
+        ("event", "SendEvent only"),
+        ("worker", "register, poll, complete, and send events"),
+        ("admin", "everything, also GetRun/ListRuns/CancelRun"),
+    ):
+        serve.add_argument(
+            f"--{role}-key",
+            action="append",
+            metavar="KEY[,KEY]",
+            help=f"API key(s) allowed {rights}; repeatable (default $ORCHESTRATOR_{role.upper()}_KEYS)."
+            " With no key at all the server is open.",
+        )
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    for name in _LIMIT_FLAGS:
+        flag = name.replace("_", "-")
+        serve.add_argument(f"--{flag}", type=int, help=f"limit (default $ORCHESTRATOR_{name.upper()})")
+
+
+def _security_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from orchestrator import config
+
+    overrides: dict[str, Any] = {
+        f"{role}_keys": config.split_keys(getattr(args, f"{role}_key"))
+        for role in ("event", "worker", "admin")
+        if getattr(args, f"{role}_key")
+    }
+    overrides.update(tls_cert=args.tls_cert, tls_key=args.tls_key)
+    overrides.update({name: getattr(args, name) for name in _LIMIT_FLAGS})
+    return overrides
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return EXIT_USAGE
@@ -119,6 +176,10 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def _add_client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target", help=f"orchestrator address HOST:PORT (default ${TARGET_ENV} or {DEFAULT_TARGET})"
+    )
+    parser.add_argument("--api-key", help="API key sent as a bearer token (default $ORCHESTRATOR_API_KEY)")
+    parser.add_argument(
+        "--tls-ca", help="PEM file of the CA to trust: connect with TLS (default $ORCHESTRATOR_TLS_CA)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
 
@@ -136,8 +197,31 @@ def _serve(args: argparse.Namespace) -> int:
         db_url=args.db,
         lease_seconds=args.lease_seconds,
         log_level=args.log_level,
+        migrate=False if args.no_migrate else None,
+        **_security_overrides(args),
     )
     return server.run(settings)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from orchestrator import config, errors
+    from orchestrator.store import factory, migrate, sql
+
+    try:
+        settings = config.Settings.from_env(db_url=args.db)
+        store = sql.SqlStore(settings.db_url, factory.dialect_for(settings.db_url))
+        try:
+            before, after = store.migrate()
+        finally:
+            store.close()
+    except errors.OrchestratorError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_CLIENT_ERROR
+    if before == after:
+        print(f"database already at schema revision {after} (newest known: {migrate.head()})")
+    else:
+        print(f"database migrated from revision {before or '(empty)'} to {after}")
+    return EXIT_OK
 
 
 # --- client commands ---------------------------------------------------------------------------------
@@ -147,7 +231,7 @@ def _client(args: argparse.Namespace) -> Client:
     from sdk_python import Client
 
     target = args.target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
-    return Client(app_id="cli", target=target)
+    return Client(app_id="cli", target=target, api_key=args.api_key, tls_ca=args.tls_ca)
 
 
 def _call_client(args: argparse.Namespace, call: Callable[[Client], Any]) -> tuple[int, Any]:
@@ -264,6 +348,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _print_run(run: Any, *, as_json: bool, out: TextIO | None = None) -> None:
+    from orchestrator import tracing
+
     stream = out or sys.stdout
     if as_json:
         _print_json(run_to_json(run), out=stream)
@@ -278,6 +364,8 @@ def _print_run(run: Any, *, as_json: bool, out: TextIO | None = None) -> None:
         ("created", _format_time(run.created_at)),
         ("ended", _format_time(run.ended_at)),
         ("duration", _duration(run.created_at, run.ended_at)),
+        # Every run is one trace whose id derives from the run id: paste it into Jaeger's search.
+        ("trace", f"{tracing.run_trace_id(run.id):032x}"),
     ]
     if run.status == "completed":
         header.append(("output", json.dumps(run.output)))
@@ -287,6 +375,15 @@ def _print_run(run: Any, *, as_json: bool, out: TextIO | None = None) -> None:
     for label, value in header:
         print(f"{label + ':':<{width + 1}} {value}", file=stream)
     print(file=stream)
+    rows = [row for step in run.steps for row in _step_rows(step)]
+    if rows:
+        _print_table(["STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION", "DETAIL"], rows, out=stream)
+    else:
+        print("(no steps yet)", file=stream)
+
+
+def _step_rows(step: Any) -> list[list[str]]:
+    """A step's row, then one indented row per attempt when it took more than one, as a tree."""
     rows = [
         [
             step.id,
@@ -294,14 +391,42 @@ def _print_run(run: Any, *, as_json: bool, out: TextIO | None = None) -> None:
             step.status,
             str(step.attempts),
             _duration(step.started_at, step.ended_at) if step.started_at is not None else "",
-            _format_error(step.error) if step.error is not None else "",
+            _step_detail(step),
         ]
-        for step in run.steps
     ]
-    if rows:
-        _print_table(["STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION", "ERROR"], rows, out=stream)
-    else:
-        print("(no steps yet)", file=stream)
+    history = list(getattr(step, "history", None) or [])
+    if len(history) > 1 or any(a.failed for a in history):
+        for index, attempt in enumerate(history):
+            branch = "└─" if index == len(history) - 1 else "├─"
+            outcome = "failed" if attempt.failed else "ok"
+            rows.append(
+                [
+                    f"  {branch} attempt {attempt.attempt}",
+                    "",
+                    outcome,
+                    "",
+                    _duration(attempt.started_at, attempt.ended_at),
+                    _format_error(attempt.error) if attempt.error is not None else "",
+                ]
+            )
+    return rows
+
+
+def _step_detail(step: Any) -> str:
+    if step.kind == "sleep":
+        return f"until {_format_time(step.wake_at)}"
+    if step.kind == "wait_for_event":
+        awaited = step.wait_event or "?"
+        if step.wait_match:
+            awaited += f" matching {step.wait_match}"
+        if step.resumed_by_event_id:
+            outcome = f"resumed by {step.resumed_by_event_id}"
+        elif step.status == "completed":
+            outcome = "timed out"
+        else:
+            outcome = "waiting"
+        return f"{awaited}, deadline {_format_time(step.wake_at)}: {outcome}"
+    return _format_error(step.error) if step.error is not None else ""
 
 
 def _format_error(error: Any) -> str:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from orchestrator import clock, logs
+from orchestrator import clock, logs, metrics, observability, tracing
 from orchestrator.config import Settings
 from orchestrator.engine.model import (
     ClaimResult,
@@ -28,12 +28,13 @@ from orchestrator.engine.model import (
     NewEvent,
     RunFilter,
     RunView,
+    TimerResult,
     Wakeups,
     WorkItem,
 )
 from orchestrator.scheduler.timers import Scheduler
 from orchestrator.store.base import Store
-from orchestrator.wakeups import WorkSignals
+from orchestrator.wakeups import ReplicaListener, WorkSignals
 
 logger = logging.getLogger("orchestrator.service")
 
@@ -43,7 +44,14 @@ T = TypeVar("T")
 class Orchestrator:
     """Domain operations of the orchestrator, for the API layer."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        tracer: tracing.Tracer | None = None,
+        meters: metrics.Metrics | None = None,
+    ) -> None:
         self._store = store
         self._settings = settings
         self._lease_ms = clock.duration_ms(seconds=settings.lease_seconds)
@@ -52,7 +60,30 @@ class Orchestrator:
         )
         self._background: set[asyncio.Future[Any]] = set()
         self.signals = WorkSignals()
-        self.scheduler = Scheduler(store, self.call, self.signals)
+        self._listener: ReplicaListener | None = None
+        # Traces and metrics from the OTEL_* environment unless given; off (and free) when unset.
+        self.observer = observability.Observer(
+            tracer if tracer is not None else tracing.from_env(),
+            meters if meters is not None else metrics.from_env(),
+            self._read_run,
+        )
+        self.scheduler = Scheduler(
+            store,
+            self._scheduler_call,
+            self.signals,
+            max_sleep=timedelta(seconds=settings.timer_scan_seconds),
+        )
+
+    def start_listening(self) -> None:
+        """Relays other replicas' ready-work announcements to our pollers (when the store can)."""
+        if self._store.listens and self._listener is None:
+            self._listener = ReplicaListener(
+                self._store.listen,
+                self.signals,
+                asyncio.get_running_loop(),
+                on_rescan=lambda: self.scheduler.poke(0),
+            )
+            self._listener.start()
 
     @property
     def store(self) -> Store:
@@ -64,6 +95,17 @@ class Orchestrator:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
+    async def _scheduler_call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        # The scheduler's store calls, observed for the lease-expiry metric.
+        result = await self.call(fn, *args, **kwargs)
+        if isinstance(result, TimerResult):
+            self.observer.leases_expired(result.expired_leases)
+            if self.observer.metrics.enabled:
+                # Once per scheduler pass, and only with metrics on: one indexed count.
+                depth = await self.call(self._store.queue_depth, now_ms=clock.now_ms())
+                self.observer.metrics.queue_depth = depth
+        return result
+
     def _apply(self, wakeups: Wakeups) -> None:
         if wakeups.ready_apps:
             self.signals.notify(wakeups.ready_apps)
@@ -71,8 +113,10 @@ class Orchestrator:
 
     async def send_events(self, events: Sequence[NewEvent]) -> IngestResult:
         """Ingests events; returns their ids and the runs they started."""
+        start_ns = observability.now_ns()
         result = await self.call(self._store.ingest_events, events, now_ms=clock.now_ms())
         self._apply(result.wakeups)
+        self.observer.events_ingested(events, result, start_ns=start_ns, end_ns=observability.now_ns())
         return result
 
     async def register_functions(self, app_id: str, functions: Sequence[FunctionSpec]) -> None:
@@ -98,6 +142,7 @@ class Orchestrator:
                 result = await self._claim(app_id, function_ids, worker_id, max_items)
                 if result.items:
                     self._apply(result.wakeups)
+                    self.observer.work_claimed(result.items)
                     return result.items
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not await sub.wait(remaining):
@@ -142,12 +187,16 @@ class Orchestrator:
             except Exception as exc:  # the lease will expire instead: log, do not fail the caller
                 logs.log_at(logger, logging.WARNING, "lease.release_failed", run_id=item.run_id, error=exc)
 
-    async def complete_step(self, completion: Completion) -> CompletionResult:
-        """Records an outcome and says whether the worker goes on."""
+    async def complete_step(
+        self, completion: Completion, trace: tracing.StepTrace | None = None
+    ) -> CompletionResult:
+        """Records an outcome and says whether the worker goes on. ``trace`` is what the worker
+        reported about its span for the step, if anything."""
         result = await self.call(
             self._store.complete_step, completion, now_ms=clock.now_ms(), lease_ms=self._lease_ms
         )
         self._apply(result.wakeups)
+        self.observer.step_completed(completion, result, trace)
         return result
 
     async def extend_lease(self, run_id: str, lease_id: str) -> int:
@@ -163,6 +212,13 @@ class Orchestrator:
 
     async def get_run(self, run_id: str) -> RunView:
         """One run with its steps."""
+        start_ns = observability.now_ns()
+        view = await self.call(self._store.get_run, run_id)
+        self.observer.run_read(run_id, start_ns=start_ns, end_ns=observability.now_ns())
+        return view
+
+    async def _read_run(self, run_id: str) -> RunView:
+        # The observer's own reads: not a GetRun call, so no span of their own.
         return await self.call(self._store.get_run, run_id)
 
     async def list_runs(self, run_filter: RunFilter) -> list[RunView]:
@@ -171,7 +227,9 @@ class Orchestrator:
 
     async def cancel_run(self, run_id: str) -> RunView:
         """Cancels a run that has not ended."""
-        return await self.call(self._store.cancel_run, run_id, now_ms=clock.now_ms())
+        view = await self.call(self._store.cancel_run, run_id, now_ms=clock.now_ms())
+        self.observer.run_ended(view)
+        return view
 
     def begin_shutdown(self) -> None:
         """Parked polls end empty now and new polls do not park."""
@@ -179,7 +237,11 @@ class Orchestrator:
 
     async def close(self) -> None:
         """Waits for background work and for store calls in flight, then closes the store."""
+        if self._listener is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._listener.stop)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        # Before the store closes: pending hooks may still read runs.
+        await self.observer.close()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
         self._store.close()

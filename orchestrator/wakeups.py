@@ -1,4 +1,5 @@
-"""In-process wake-ups for parked long polls, per app.
+"""Wake-ups for parked long polls, per app: in process (``WorkSignals``) and across replicas
+(``ReplicaListener``, which relays the database's announcements, LISTEN/NOTIFY on PostgreSQL).
 
 Only an accelerator: the database is the truth. A poller subscribes *before* it tries to claim, so a
 notification that lands between an empty claim and the wait is not lost; after a wake-up it claims
@@ -8,8 +9,17 @@ again. ``close()`` wakes everyone for shutdown, and later subscriptions are born
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from types import TracebackType
+
+from orchestrator import errors, logs
+
+logger = logging.getLogger("orchestrator.wakeups")
+
+Listen = Callable[[Callable[[str | None], None], threading.Event], None]
 
 
 class Subscription:
@@ -86,6 +96,10 @@ class WorkSignals:
             for sub in self._subs.get(app_id, ()):
                 sub.wake()
 
+    def notify_all(self) -> None:
+        """Wakes every parked poller (after a reconnect: announcements may have been missed)."""
+        self.notify(list(self._subs))
+
     def waiting(self, app_id: str) -> int:
         """How many pollers are parked for an app (for tests and metrics)."""
         return len(self._subs.get(app_id, ()))
@@ -96,3 +110,68 @@ class WorkSignals:
         for subs in self._subs.values():
             for sub in subs:
                 sub.wake()
+
+
+class ReplicaListener:
+    """Relays other replicas' "work is ready for app X" announcements to this process's pollers.
+
+    One named thread runs the store's blocking ``listen``; when the connection fails it waits
+    ``retry_delay`` and listens again, and every (re)connection wakes all pollers and calls
+    ``on_rescan`` (what was announced while deaf is found by claiming again). Missing an
+    announcement costs latency only: parked polls end after their poll wait, and the timer task
+    scans at least every ``timer_scan_seconds``.
+    """
+
+    def __init__(
+        self,
+        listen: Listen,
+        signals: WorkSignals,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        on_rescan: Callable[[], None],
+        retry_delay: timedelta = timedelta(seconds=1),
+    ) -> None:
+        self._listen = listen
+        self._signals = signals
+        self._loop = loop
+        self._on_rescan = on_rescan
+        self._retry_delay_s = retry_delay.total_seconds()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="orchestrator-listener", daemon=True)
+        self.connections = 0
+
+    def start(self) -> None:
+        """Starts listening in the background."""
+        self._thread.start()
+
+    def stop(self, timeout: timedelta = timedelta(seconds=5)) -> None:
+        """Stops the thread (blocking: it notices within the listen poll interval)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout.total_seconds())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._listen(self._deliver, self._stop)
+            except errors.StoreUnavailable as exc:
+                logs.log_at(logger, logging.WARNING, "listener.disconnected", error=exc.message)
+            except Exception:
+                logger.exception("listener failed")
+            self._stop.wait(self._retry_delay_s)
+
+    def _deliver(self, app_id: str | None) -> None:
+        if app_id is None:
+            self.connections += 1
+        try:
+            self._loop.call_soon_threadsafe(self._wake, app_id)
+        except RuntimeError:  # the loop closed during shutdown
+            self._stop.set()
+
+    def _wake(self, app_id: str | None) -> None:
+        if app_id is None:
+            logs.log(logger, "listener.listening", connections=self.connections)
+            self._signals.notify_all()
+            self._on_rescan()
+        else:
+            self._signals.notify([app_id])

@@ -78,6 +78,8 @@ class RunExecution:
         self.run_id = item.run_id
         self.function_id = item.function_id
         self.attempt = item.attempt
+        # W3C trace context of the run's root span: step spans join the run's trace (sdk_python._tracing).
+        self.traceparent = item.traceparent
         self.lease_id = item.lease_id
         self.lease_expires_ms = item.lease_expires_unix_ms
         self.replay = Replay.from_pb(item.steps)

@@ -28,7 +28,10 @@ DEFAULT_TARGET = "localhost:50051"
 
 # The channel's own reconnect backoff defaults to 1 s growing to 120 s: after an orchestrator restart a
 # worker could then sit idle for minutes. Cap it at the same 5 s as our own retry loop.
-_CHANNEL_OPTIONS: list[tuple[str, int]] = [
+_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    # A target may list several orchestrator replicas (`ipv4:127.0.0.1:50051,127.0.0.1:50052`, or a DNS
+    # name with several addresses): spread calls over all reachable ones, and skip one that is down.
+    ("grpc.lb_policy_name", "round_robin"),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 5000),
@@ -56,8 +59,7 @@ class Connection:
         (a PEM file: TLS trusting that CA) and ORCHESTRATOR_TLS=1 (TLS trusting the system's roots)."""
         env = os.environ
         if root_certificates is None and env.get("ORCHESTRATOR_TLS_CA"):
-            with open(env["ORCHESTRATOR_TLS_CA"], "rb") as handle:
-                root_certificates = handle.read()
+            root_certificates = read_ca(env["ORCHESTRATOR_TLS_CA"])
         if tls is None:
             tls = root_certificates is not None or env.get("ORCHESTRATOR_TLS") == "1"
         return cls(
@@ -90,6 +92,19 @@ class Connection:
         else:
             channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
         return channel, _new_stub(channel)
+
+
+def read_ca(ca: str | os.PathLike[str] | bytes) -> bytes:
+    """PEM bytes of a CA given as bytes, as PEM text, or as the path of a PEM file."""
+    if isinstance(ca, bytes):
+        return ca
+    if isinstance(ca, str) and ca.lstrip().startswith("-----BEGIN"):
+        return ca.encode()
+    try:
+        with open(ca, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValueError(f"tls_ca: cannot read {os.fspath(ca)!r}: {exc.strerror}") from None
 
 
 def translate(error: grpc.RpcError) -> ClientError:

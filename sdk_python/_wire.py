@@ -10,7 +10,16 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sdk_python._proto.durable.v1 import orchestrator_pb2 as pb
-from sdk_python.records import ErrorInfo, Event, Run, RunStatus, StepKind, StepRecord, StepStatus
+from sdk_python.records import (
+    ErrorInfo,
+    Event,
+    Run,
+    RunStatus,
+    StepAttemptRecord,
+    StepKind,
+    StepRecord,
+    StepStatus,
+)
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 """The orchestrator's limit on one step output, from the proto (StepOutput.output_json)."""
@@ -182,6 +191,16 @@ def step_from_pb(step: pb.StepInfo) -> StepRecord:
         wait_event=step.wait_event or None,
         wait_match=step.wait_match or None,
         resumed_by_event_id=step.resumed_by_event_id or None,
+        history=[
+            StepAttemptRecord(
+                attempt=a.attempt,
+                started_at=ms_to_datetime(a.started_unix_ms),
+                ended_at=ms_to_datetime(a.ended_unix_ms),
+                failed=a.failed,
+                error=error_from_pb(a.error, a.HasField("error")),
+            )
+            for a in step.attempt_history
+        ],
     )
 
 

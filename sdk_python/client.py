@@ -8,13 +8,14 @@ Every RPC failure is raised as a `sdk_python.errors.ClientError` subclass.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from sdk_python._proto.durable.v1 import orchestrator_pb2 as pb
-from sdk_python._rpc import Connection, call_async, call_sync
+from sdk_python._rpc import Connection, call_async, call_sync, read_ca
 from sdk_python._wire import event_to_pb, run_from_pb, run_status_to_pb, stamp_event
 from sdk_python.function import DEFAULT_RETRIES, AsyncHandler, Function, SyncHandler, TriggerEvent
 from sdk_python.records import Event, Run
@@ -31,8 +32,10 @@ class Client:
     """Talks to one orchestrator on behalf of one app.
 
     `target` is "host:port"; by default `$ORCHESTRATOR_TARGET`, else "localhost:50051". `api_key`
-    (default `$ORCHESTRATOR_API_KEY`) is sent as a bearer token. TLS is used when `tls=True`, when
-    `root_certificates` (PEM bytes) are given, or from `$ORCHESTRATOR_TLS_CA` / `$ORCHESTRATOR_TLS=1`.
+    (default `$ORCHESTRATOR_API_KEY`) is sent as `authorization: Bearer <key>`. TLS is used when
+    `tls=True` (trusting the system's roots), when `tls_ca` is given (the CA to trust: a PEM file path
+    or PEM bytes; `root_certificates` is the same as bytes), or from `$ORCHESTRATOR_TLS_CA` (a path) /
+    `$ORCHESTRATOR_TLS=1`.
     `rpc_timeout` bounds each call.
     """
 
@@ -43,12 +46,15 @@ class Client:
         *,
         api_key: str | None = None,
         tls: bool | None = None,
+        tls_ca: str | os.PathLike[str] | bytes | None = None,
         root_certificates: bytes | None = None,
         rpc_timeout: timedelta = timedelta(seconds=30),
     ) -> None:
         if not isinstance(app_id, str) or not app_id:
             raise ValueError("app_id must be a non-empty string")
         self.app_id = app_id
+        if tls_ca is not None and root_certificates is None:
+            root_certificates = read_ca(tls_ca)
         self.connection = Connection.from_env(target, api_key, tls, root_certificates)
         self.rpc_timeout = rpc_timeout.total_seconds()
         self._metadata = self.connection.metadata()

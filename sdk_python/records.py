@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["ErrorInfo", "Event", "Run", "RunStatus", "StepKind", "StepRecord", "StepStatus"]
+__all__ = [
+    "ErrorInfo",
+    "Event",
+    "Run",
+    "RunStatus",
+    "StepAttemptRecord",
+    "StepKind",
+    "StepRecord",
+    "StepStatus",
+]
 
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
 """A run's public status; `running` also while it sleeps or waits."""
@@ -66,6 +75,19 @@ class StepRecord:
     wait_event: str | None = None
     wait_match: str | None = None
     resumed_by_event_id: str | None = None
+    # Every attempt, in order (one for a step that succeeded at once, a sleep, a wait or a send).
+    history: list[StepAttemptRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepAttemptRecord:
+    """One attempt of a step: when it ran and, if it failed, why. `attempt` counts from 0."""
+
+    attempt: int
+    started_at: datetime | None
+    ended_at: datetime | None
+    failed: bool
+    error: ErrorInfo | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, TypeVarTuple, overload
 
+from sdk_python import _tracing
 from sdk_python._execution import RunExecution
 from sdk_python._failures import classify, final
 from sdk_python._proto.durable.v1 import orchestrator_pb2 as pb
@@ -59,18 +60,25 @@ class Step:
         reached = self._x.reach(step_id, "run")
         if reached.completed:
             return reached.memoized_result()
+        attempt = reached.memo.attempts if reached.memo is not None else 0  # failed attempts so far
         while True:
             started = now_ms()
+            span = _tracing.StepSpan(
+                self._x.traceparent, run_id=self._x.run_id, step_id=reached.step_id, attempt=attempt
+            )
             try:
-                value = await self._x.call_user(handler, args)
+                with span:
+                    value = await self._x.call_user(handler, args)
             except Exception as exc:
                 request = _run_step_request(reached, started, error=exc)
             else:
                 request = _run_step_request(reached, started, value=value)
+            span.report(request)
             _log_step(self._x, reached, request)
             reply = await self._x.complete(request)
             if not _retry_in_place(request, reply):
                 return self._x.result(reached, reply)
+            attempt += 1
 
     async def sleep(self, step_id: str, duration: timedelta) -> None:
         """Sleeps durably for `duration`: the run is parked and resumed by a timer that survives
@@ -134,18 +142,25 @@ class StepSync:
         reached = self._x.reach(step_id, "run")
         if reached.completed:
             return reached.memoized_result()
+        attempt = reached.memo.attempts if reached.memo is not None else 0  # failed attempts so far
         while True:
             started = now_ms()
+            span = _tracing.StepSpan(
+                self._x.traceparent, run_id=self._x.run_id, step_id=reached.step_id, attempt=attempt
+            )
             try:
-                value = self._x.call_user_sync(handler, args)
+                with span:
+                    value = self._x.call_user_sync(handler, args)
             except Exception as exc:
                 request = _run_step_request(reached, started, error=exc)
             else:
                 request = _run_step_request(reached, started, value=value)
+            span.report(request)
             _log_step(self._x, reached, request)
             reply = self._x.bridge(self._x.complete(request))
             if not _retry_in_place(request, reply):
                 return self._x.result(reached, reply)
+            attempt += 1
 
     def sleep(self, step_id: str, duration: timedelta) -> None:
         """Sleeps durably for `duration`; see `Step.sleep`."""

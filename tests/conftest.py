@@ -1,7 +1,9 @@
 """Fixtures shared by every test suite: real orchestrator and worker processes, state dirs, an SDK client.
 
+- `db_backend` / `db_url`: every test using them (and every test using `start_orchestrator`) runs once on
+  SQLite and once on PostgreSQL (`@pytest.mark.sqlite_only("why")` opts out); each gets its own database.
 - `start_orchestrator(lease_seconds=None, db_url=None)`: starts a real `python -m orchestrator serve` on a
-  free port and a SQLite file in the test's tmp dir; returns an `OrchestratorProcess` (`.target`,
+  free port and the test's database; returns an `OrchestratorProcess` (`.target`,
   `.kill()`, `.terminate()`, `.restart()`).
 - `orchestrator`: one such server with default options.
 - `state_dir`: a `StateDir` where the test apps record each execution of their step code.
@@ -40,6 +42,7 @@ from tests.support import (  # noqa: E402  (needs the sys.path line above)
     free_port,
     orchestrator_command,
 )
+from tests.support.databases import PostgresServer, connect_server  # noqa: E402
 
 if TYPE_CHECKING:
     from sdk_python import Client
@@ -69,9 +72,83 @@ def processes(request: pytest.FixtureRequest) -> Iterator[ProcessGroup]:
         group.stop_all()
 
 
+DB_BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): run this test on SQLite only (it does not exercise the store differently"
+        " on PostgreSQL); say why",
+    )
+
+
+# Modules whose tests use an orchestrator only as a backdrop for the CLI, the SDK or the API's input
+# validation: they exercise no store path the other scenarios do not, so they skip the PostgreSQL leg and
+# keep the whole suite within its time budget.
+SQLITE_ONLY_MODULES = frozenset(
+    {
+        "test_cli",
+        "test_node_example",
+        "test_rpc_bad_input",
+        "test_sdk_lease_heartbeat",
+        "test_sdk_worker_shutdown",
+    }
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that touches the store (through `db_backend`) runs on each database."""
+    if "db_backend" in metafunc.fixturenames:
+        sqlite_only = (
+            metafunc.definition.get_closest_marker("sqlite_only") is not None
+            or metafunc.module.__name__.rpartition(".")[2] in SQLITE_ONLY_MODULES
+        )
+        metafunc.parametrize("db_backend", ("sqlite",) if sqlite_only else DB_BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def start_orchestrator(tmp_path: Path, processes: ProcessGroup) -> StartOrchestrator:
-    """Factory: a real orchestrator on a free port and a SQLite file under the test's tmp dir."""
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """ "sqlite" or "postgresql": the database this test runs on (parametrized above)."""
+    backend: str = getattr(request, "param", "sqlite")
+    return backend
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The test PostgreSQL server (skips, or fails under CI=true, when unreachable)."""
+    server = connect_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_db_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh PostgreSQL database at the newest schema revision, dropped after the test."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)
+
+
+@pytest.fixture
+def db_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """This test's own database: a SQLite file under its tmp dir, or a fresh PostgreSQL database."""
+    if db_backend == "postgresql":
+        url: str = request.getfixturevalue("postgres_db_url")
+        return url
+    return f"sqlite:///{tmp_path / 'orchestrator.db'}"
+
+
+@pytest.fixture
+def start_orchestrator(
+    tmp_path: Path, processes: ProcessGroup, db_backend: str, request: pytest.FixtureRequest
+) -> StartOrchestrator:
+    """Factory: a real orchestrator on a free port, on this test's database: a SQLite file per
+    orchestrator under the test's tmp dir, or (PostgreSQL leg) the test's one PostgreSQL database."""
     counter = 0
 
     def start(
@@ -82,7 +159,10 @@ def start_orchestrator(tmp_path: Path, processes: ProcessGroup) -> StartOrchestr
         workdir = tmp_path / f"{name}-{counter}"
         workdir.mkdir()
         port = free_port()
-        url = db_url or f"sqlite:///{workdir / 'orch.db'}"
+        url = db_url
+        if url is None and db_backend == "postgresql":
+            url = request.getfixturevalue("postgres_db_url")
+        url = url or f"sqlite:///{workdir / 'orch.db'}"
         process = OrchestratorProcess(
             command=orchestrator_command(port, url, lease_seconds=lease_seconds),
             log_path=workdir / "orchestrator.log",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orchestrator import tracing
 from orchestrator.engine.model import (
     ErrorInfo,
     EventRecord,
@@ -74,6 +75,7 @@ def work_item(item: WorkItem) -> pb.WorkItem:
         attempt=item.attempt,
         lease_id=item.lease_id,
         lease_expires_unix_ms=item.lease_expires_ms,
+        traceparent=tracing.traceparent(item.run_id),
     )
 
 

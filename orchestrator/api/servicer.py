@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orchestrator import errors, logs
+from orchestrator import errors, logs, tracing
 from orchestrator.api import convert, validate
+from orchestrator.engine import limits
 from orchestrator.engine.model import Directive
 from orchestrator.service import Orchestrator
 from sdk_python._proto.durable.v1 import orchestrator_pb2 as pb
@@ -57,14 +58,15 @@ def _rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
 class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     """Implements ``durable.v1.Orchestrator``."""
 
-    def __init__(self, orchestrator: Orchestrator) -> None:
+    def __init__(self, orchestrator: Orchestrator, lim: limits.Limits = limits.DEFAULT_LIMITS) -> None:
         self._o = orchestrator
+        self._limits = lim
 
     @_rpc
     async def SendEvent(  # noqa: N802 (gRPC method names)
         self, request: pb.SendEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendEventResponse:
-        result = await self._o.send_events(validate.send_event(request))
+        result = await self._o.send_events(validate.send_event(request, self._limits))
         return pb.SendEventResponse(ids=result.ids, run_ids=result.run_ids)
 
     @_rpc
@@ -93,7 +95,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     async def CompleteStep(  # noqa: N802
         self, request: pb.CompleteStepRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteStepResponse:
-        result = await self._o.complete_step(validate.complete_step(request))
+        completion = validate.complete_step(request, self._limits)
+        result = await self._o.complete_step(completion, _step_trace(request))
         return pb.CompleteStepResponse(
             directive=DIRECTIVES[result.directive],
             output_json=result.output_json,
@@ -138,9 +141,23 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         return pb.CancelRunResponse(run=convert.run(view))
 
 
-def add_to_server(server: grpc.aio.Server, orchestrator: Orchestrator) -> None:
+def _step_trace(request: pb.CompleteStepRequest) -> tracing.StepTrace | None:
+    # Telemetry only: malformed values are ignored rather than refused.
+    if not (request.step_span_id or request.HasField("step_attempt")):
+        return None
+    return tracing.StepTrace(
+        span_id=tracing.parse_span_id(request.step_span_id),
+        attempt=request.step_attempt if request.HasField("step_attempt") else None,
+        started_ns=max(request.started_unix_nano, 0),
+        ended_ns=max(request.ended_unix_nano, 0),
+    )
+
+
+def add_to_server(
+    server: grpc.aio.Server, orchestrator: Orchestrator, lim: limits.Limits = limits.DEFAULT_LIMITS
+) -> None:
     """Registers the servicer on a grpc.aio server."""
     # The generated registration function is untyped.
     pb_grpc.add_OrchestratorServicer_to_server(  # type: ignore[no-untyped-call]
-        OrchestratorServicer(orchestrator), server
+        OrchestratorServicer(orchestrator, lim), server
     )

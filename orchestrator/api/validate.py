@@ -68,10 +68,12 @@ def identifier(value: str, field: str, *, max_chars: int = limits.MAX_ID_CHARS) 
     return value
 
 
-def _json_text(value: str, field: str) -> Any:
-    if len(value.encode()) > limits.MAX_JSON_BYTES:
+def _json_text(value: str, field: str, max_bytes: int = limits.MAX_JSON_BYTES) -> Any:
+    size = len(value.encode())
+    if size > max_bytes:
         raise errors.LimitExceeded(
-            f"{field}: must be at most {limits.MAX_JSON_BYTES // (1024 * 1024)} MiB of JSON"
+            f"{field}: {size} bytes of JSON, the limit (max_output_bytes) is "
+            f"{limits.describe_bytes(max_bytes)}"
         )
     try:
         return matching.parse_json(value)
@@ -79,11 +81,11 @@ def _json_text(value: str, field: str) -> Any:
         raise _fail(field, f"not valid JSON ({exc})") from None
 
 
-def json_value(value: str, field: str) -> str:
+def json_value(value: str, field: str, max_bytes: int = limits.MAX_JSON_BYTES) -> str:
     """Required JSON text, returned in its stored form (``json.dumps(json.loads(x))``)."""
     if value == "":
         raise _fail(field, "required (JSON text; use null for no value)")
-    _json_text(value, field)
+    _json_text(value, field, max_bytes)
     return matching.normalize_output(value)
 
 
@@ -96,8 +98,14 @@ def json_object(value: str, field: str) -> str:
     return matching.normalize_output(value)
 
 
-def event(msg: pb.Event, field: str) -> NewEvent:
-    """An event to ingest."""
+def event(msg: pb.Event, field: str, lim: limits.Limits = limits.DEFAULT_LIMITS) -> NewEvent:
+    """An event to ingest, at most ``lim.max_event_bytes`` on the wire (name, id, data and time)."""
+    size = msg.ByteSize()
+    if size > lim.max_event_bytes:
+        raise errors.LimitExceeded(
+            f"{field}: the event is {size} bytes, the limit (max_event_bytes) is "
+            f"{limits.describe_bytes(lim.max_event_bytes)}"
+        )
     event_id = identifier(msg.id, f"{field}.id") if msg.id else None
     if msg.ts_unix_ms < 0:
         raise _fail(f"{field}.ts_unix_ms", "must not be negative")
@@ -109,18 +117,23 @@ def event(msg: pb.Event, field: str) -> NewEvent:
     )
 
 
-def events(msgs: Any, field: str, *, required: bool) -> tuple[NewEvent, ...]:
-    """A list of events, at least one when ``required``."""
+def events(
+    msgs: Any, field: str, *, required: bool, lim: limits.Limits = limits.DEFAULT_LIMITS
+) -> tuple[NewEvent, ...]:
+    """A list of events, at least one when ``required``, at most ``lim.max_batch_events``."""
     if required and len(msgs) == 0:
         raise _fail(field, "at least one event is required")
-    if len(msgs) > limits.MAX_EVENTS_PER_REQUEST:
-        raise _fail(field, f"at most {limits.MAX_EVENTS_PER_REQUEST} events per request")
-    return tuple(event(m, f"{field}[{i}]") for i, m in enumerate(msgs))
+    if len(msgs) > lim.max_batch_events:
+        raise errors.LimitExceeded(
+            f"{field}: {len(msgs)} events in one request, the limit (max_batch_events) is "
+            f"{lim.max_batch_events}"
+        )
+    return tuple(event(m, f"{field}[{i}]", lim) for i, m in enumerate(msgs))
 
 
-def send_event(req: pb.SendEventRequest) -> tuple[NewEvent, ...]:
+def send_event(req: pb.SendEventRequest, lim: limits.Limits = limits.DEFAULT_LIMITS) -> tuple[NewEvent, ...]:
     """SendEvent."""
-    return events(req.events, "events", required=True)
+    return events(req.events, "events", required=True, lim=lim)
 
 
 def register_functions(req: pb.RegisterFunctionsRequest) -> tuple[str, tuple[FunctionSpec, ...]]:
@@ -182,7 +195,7 @@ def _retry_after(value: int, field: str) -> int:
     return value
 
 
-def _outcome(req: pb.CompleteStepRequest) -> Outcome:
+def _outcome(req: pb.CompleteStepRequest, lim: limits.Limits) -> Outcome:
     which = req.WhichOneof("outcome")
     if which is None:
         raise _fail(
@@ -191,7 +204,9 @@ def _outcome(req: pb.CompleteStepRequest) -> Outcome:
             "run_completed, run_failed",
         )
     if which == "step_output":
-        return StepOutput(json_value(req.step_output.output_json, "step_output.output_json"))
+        return StepOutput(
+            json_value(req.step_output.output_json, "step_output.output_json", lim.max_output_bytes)
+        )
     if which == "step_error":
         se = req.step_error
         return StepError(
@@ -215,9 +230,11 @@ def _outcome(req: pb.CompleteStepRequest) -> Outcome:
             timeout_ms=wait.timeout_unix_ms,
         )
     if which == "send_events":
-        return SendEvents(events(req.send_events.events, "send_events.events", required=False))
+        return SendEvents(events(req.send_events.events, "send_events.events", required=False, lim=lim))
     if which == "run_completed":
-        return RunCompleted(json_value(req.run_completed.output_json, "run_completed.output_json"))
+        return RunCompleted(
+            json_value(req.run_completed.output_json, "run_completed.output_json", lim.max_output_bytes)
+        )
     rf = req.run_failed
     return RunFailed(
         error=_error_info(rf.error, "run_failed.error", rf.HasField("error")),
@@ -226,11 +243,11 @@ def _outcome(req: pb.CompleteStepRequest) -> Outcome:
     )
 
 
-def complete_step(req: pb.CompleteStepRequest) -> Completion:
+def complete_step(req: pb.CompleteStepRequest, lim: limits.Limits = limits.DEFAULT_LIMITS) -> Completion:
     """CompleteStep."""
     run_id = identifier(req.run_id, "run_id")
     lease_id = identifier(req.lease_id, "lease_id")
-    outcome = _outcome(req)
+    outcome = _outcome(req, lim)
     step_id = ""
     if not isinstance(outcome, RunCompleted | RunFailed):
         step_id = identifier(req.step_id, "step_id", max_chars=limits.MAX_STEP_ID_CHARS)
@@ -244,6 +261,7 @@ def complete_step(req: pb.CompleteStepRequest) -> Completion:
         outcome=outcome,
         started_ms=req.started_unix_ms,
         ended_ms=req.ended_unix_ms,
+        max_steps=lim.max_steps_per_run,
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from orchestrator.engine import limits
+
 
 class RunStatus(StrEnum):
     """The public status of a run."""
@@ -267,6 +269,8 @@ class Completion:
     outcome: Outcome
     started_ms: int = 0
     ended_ms: int = 0
+    # The operator's steps-per-run limit, carried with the request so the store enforces it atomically.
+    max_steps: int = limits.MAX_STEPS_PER_RUN
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ so tests can drive time. Methods raise ``orchestrator.errors`` types: ``NotFound
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from orchestrator.engine import model
@@ -21,8 +22,23 @@ class Store(Protocol):
         """How many threads may call the store at once (1 for SQLite: it has a single writer)."""
         ...
 
+    @property
+    def listens(self) -> bool:
+        """Whether ``listen`` hears other replicas' announcements of ready work (PostgreSQL)."""
+        ...
+
+    def listen(self, on_ready: Callable[[str | None], None], stop: threading.Event) -> None:
+        """Blocks until ``stop``, calling ``on_ready(app_id)`` for every announcement by any replica
+        and ``on_ready(None)`` once (re)connected (any app may have work: rescan). Raises
+        ``StoreUnavailable`` when the connection fails; call again to reconnect."""
+        ...
+
     def create_schema(self) -> None:
-        """Creates missing tables and indexes."""
+        """Applies pending schema migrations (under a lock, so replicas may start together)."""
+        ...
+
+    def check_schema(self) -> None:
+        """Raises ``ConfigError`` unless the database is at this code's schema revision."""
         ...
 
     def ingest_events(self, events: Sequence[model.NewEvent], *, now_ms: int) -> model.IngestResult:
@@ -83,6 +99,10 @@ class Store(Protocol):
 
     def next_deadline_ms(self, *, now_ms: int) -> int | None:
         """The nearest future timer (a ready time, a wait timeout or a lease expiry), or None."""
+        ...
+
+    def queue_depth(self, *, now_ms: int) -> int:
+        """How many runs are ready to be handed out now."""
         ...
 
     def close(self) -> None:

@@ -75,9 +75,12 @@ def _existing_step(tx: Tx, run: AnyRow, step_id: str, kind: StepKind) -> AnyRow 
     return step
 
 
-def _next_position(run: AnyRow) -> int:
-    if run.step_count >= limits.MAX_STEPS_PER_RUN:
-        raise errors.LimitExceeded(f"run {run.id} reached the limit of {limits.MAX_STEPS_PER_RUN} steps")
+def _next_position(run: AnyRow, max_steps: int) -> int:
+    if run.step_count >= max_steps:
+        raise errors.LimitExceeded(
+            f"step_id: run {run.id} already has {run.step_count} steps, the limit (max_steps_per_run) "
+            f"is {max_steps}"
+        )
     return int(run.step_count)
 
 
@@ -90,7 +93,7 @@ def _insert_step(
     now_ms: int,
     **values: Any,
 ) -> None:
-    position = _next_position(run)
+    position = _next_position(run, c.max_steps)
     started = c.started_ms or now_ms
     ended = (c.ended_ms or now_ms) if status == StepStatus.COMPLETED else None
     tx.conn.execute(
@@ -161,9 +164,11 @@ def _step_output(
         attempt = 0
     else:
         attempt = step.failed_attempts
-        tx.conn.execute(
+        # The guard on status makes "recorded at most once" a property of this statement, not only of
+        # the run-row lock above (the insert branch has the primary key for that).
+        written = tx.conn.execute(
             update(s)
-            .where(s.c.run_id == run.id, s.c.step_id == c.step_id)
+            .where(s.c.run_id == run.id, s.c.step_id == c.step_id, s.c.status != StepStatus.COMPLETED)
             .values(
                 status=StepStatus.COMPLETED,
                 output=outcome.output_json,
@@ -176,6 +181,8 @@ def _step_output(
                 error_stack=None,
             )
         )
+        if written.rowcount != 1:
+            raise errors.StepConflict(f"step {c.step_id} of run {run.id} was recorded concurrently")
     txn.insert_attempt(
         tx, run.id, c.step_id, attempt, c.started_ms or now_ms, c.ended_ms or now_ms, c.lease_id, None
     )
@@ -298,7 +305,7 @@ def _wait(
         "wait_event": outcome.event,
         "wait_match": outcome.match,
     }
-    tx.dialect.lock_for_wait_registration(tx.conn)
+    tx.dialect.lock_for_wait_registration(tx.conn, outcome.event)
     found = _find_backlog_event(tx, outcome, value, run.event_mark)
     if found is not None or outcome.timeout_ms <= now_ms:
         output = (

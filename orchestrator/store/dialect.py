@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from sqlalchemy import Connection, Engine, Executable, Table
@@ -21,15 +22,38 @@ class Dialect(Protocol):
         """An engine configured for the orchestrator's access pattern."""
         ...
 
-    def lock_for_ingest(self, conn: Connection) -> None:
+    # Whether ``listen`` can hear other processes' ``notify_ready`` (cross-replica wake-ups).
+    listens: bool
+
+    def lock_for_ingest(self, conn: Connection, names: Sequence[str] = ()) -> None:
         """Called first in every transaction that inserts events. Together with
         ``lock_for_wait_registration`` it makes event ingest and wait registration exclude each other,
         and it keeps event seqs committed in order, so a wait's "events after the mark" scan can
         never miss an event that committed late."""
         ...
 
-    def lock_for_wait_registration(self, conn: Connection) -> None:
-        """Called before a new wait scans for already-received events and inserts its row."""
+    def lock_for_wait_registration(self, conn: Connection, name: str = "") -> None:
+        """Called before a new wait on event ``name`` scans for already-received events and inserts
+        its row."""
+        ...
+
+    def now_ms(self, conn: Connection, local_ms: int) -> int:
+        """The instant a transaction decides with: the database's clock where replicas share it,
+        else ``local_ms``."""
+        ...
+
+    def notify_ready(self, conn: Connection, app_ids: Iterable[str]) -> None:
+        """Announces, at commit, that work for these apps may be ready (to every replica)."""
+        ...
+
+    def listen(self, url: str, on_ready: Callable[[str | None], None], stop: threading.Event) -> None:
+        """Blocks until ``stop``, calling ``on_ready(app_id)`` per announcement (``None``: any app,
+        after (re)connecting); raises when the connection fails."""
+        ...
+
+    def lock_for_migrations(self, conn: Connection) -> None:
+        """Called first in the migration transaction: replicas starting together migrate one at a
+        time, and each later one finds the schema already at the head revision."""
         ...
 
     def upsert(self, table: Table, *, keys: Sequence[str], update: Sequence[str]) -> Executable:

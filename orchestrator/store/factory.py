@@ -14,7 +14,7 @@ from orchestrator.store.sql import SqlStore
 from orchestrator.store.sqlite import SqliteDialect
 
 
-def dialect_for(url: str) -> Dialect:
+def dialect_for(url: str, *, pool_size: int | None = None) -> Dialect:
     """The dialect support for a SQLAlchemy URL (sqlite or postgresql)."""
     try:
         backend = make_url(url).get_backend_name()
@@ -23,18 +23,29 @@ def dialect_for(url: str) -> Dialect:
     if backend == "sqlite":
         return SqliteDialect()
     if backend == "postgresql":
-        return PostgresDialect()
+        return PostgresDialect(pool_size=pool_size)
     raise errors.ConfigError(f"db_url: unsupported database {backend!r} (use sqlite or postgresql)")
 
 
-def open_store(url: str, *, create_schema: bool = True, rng: random.Random | None = None) -> SqlStore:
-    """A store on ``url`` (``postgresql://`` gets the psycopg driver), with its tables created."""
+def open_store(
+    url: str,
+    *,
+    create_schema: bool = True,
+    rng: random.Random | None = None,
+    pool_size: int | None = None,
+    db_clock: bool = True,
+) -> SqlStore:
+    """A store on ``url`` (``postgresql://`` gets the psycopg driver). ``create_schema`` applies pending
+    migrations; False only checks that the database is at this code's revision. ``db_clock=False``
+    makes the store decide with the callers' ``now_ms`` even on PostgreSQL (tests that drive time)."""
     url = config.normalize_db_url(url)
-    store = SqlStore(url, dialect_for(url), rng=rng)
-    if create_schema:
-        try:
+    store = SqlStore(url, dialect_for(url, pool_size=pool_size), rng=rng, db_clock=db_clock)
+    try:
+        if create_schema:
             store.create_schema()
-        except BaseException:
-            store.close()
-            raise
+        else:
+            store.check_schema()
+    except BaseException:
+        store.close()
+        raise
     return store

@@ -29,7 +29,7 @@ from orchestrator.store.txn import AnyRow, Tx
 def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
     """Stores new events (a known id is acknowledged and starts nothing), starts the runs they
     trigger and resumes the waits they match."""
-    tx.dialect.lock_for_ingest(tx.conn)
+    tx.dialect.lock_for_ingest(tx.conn, [e.name for e in events])
     ids = [e.id or clock.new_id() for e in events]
     seen = set(tx.conn.scalars(select(t.events.c.id).where(t.events.c.id.in_(set(ids)))))
     new_rows: list[dict[str, Any]] = []

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 
+import psycopg
+from psycopg import sql
 from sqlalchemy import Connection, Engine, Executable, Table, create_engine, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-# Transaction-scoped advisory lock key shared by event ingest (exclusive) and wait registration
-# (shared). Ingest holding it exclusively also makes events commit in seq order, so "max seq" read
-# by a committing step is a watermark with no uncommitted gaps below it.
+from orchestrator import errors
+
+# Event ordering (transaction-scoped advisory lock, exclusive, taken by every ingest): events commit in
+# seq order, so "max seq" read by a committing step is a watermark with no uncommitted gap below it
+# (the run's event mark). Wait registrations do not take it.
 EVENTS_LOCK_KEY = 0x64757261626C65  # "durable"
+# Namespace of the per-event-name advisory locks (two-int form: namespace, hashtext(name)): ingest
+# holds the names it inserts exclusively, a wait registration its awaited name shared. So a wait's
+# backlog scan and an event's lookup of open waits of the same name never both miss each other,
+# while registrations never wait for ingest of other names (hash collisions only add waiting).
+EVENT_NAME_LOCK_NAMESPACE = 0x6576  # "ev"
+# Transaction-scoped advisory lock held while migrations run.
+MIGRATIONS_LOCK_KEY = 0x6D696772617465  # "migrate"
+
+# Channel of the "work may be ready for app X" notifications (payload: the app id).
+NOTIFY_CHANNEL = "durable_work"
+LISTEN_POLL_S = 1.0
+
+DEFAULT_POOL_SIZE = 8
+CONNECT_TIMEOUT_S = 5
 
 # deadlock_detected, serialization_failure, lock_not_available
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
@@ -21,19 +41,68 @@ class PostgresDialect:
     """PostgreSQL: many connections, row locks (FOR UPDATE [SKIP LOCKED]) and advisory locks."""
 
     name = "postgresql"
-    max_concurrency = 8
+
+    def __init__(self, *, pool_size: int | None = None) -> None:
+        # One pooled connection per store thread; a couple more for the scheduler's bursts.
+        self.max_concurrency = pool_size or DEFAULT_POOL_SIZE
 
     def create_engine(self, url: str) -> Engine:
         # pre_ping: a connection dropped by a database restart is replaced instead of failing a call.
+        # connect_timeout: while the server is down a call fails fast (UNAVAILABLE) instead of hanging.
         return create_engine(
-            url, pool_size=self.max_concurrency, max_overflow=2, pool_pre_ping=True, pool_timeout=10
+            url,
+            pool_size=self.max_concurrency,
+            max_overflow=2,
+            pool_pre_ping=True,
+            pool_timeout=10,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
         )
 
-    def lock_for_ingest(self, conn: Connection) -> None:
+    def lock_for_ingest(self, conn: Connection, names: Sequence[str] = ()) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK_KEY})
+        # Sorted: two ingests of overlapping names take them in one order and cannot deadlock.
+        for name in sorted(set(names)):
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:ns, hashtext(:name))"),
+                {"ns": EVENT_NAME_LOCK_NAMESPACE, "name": name},
+            )
 
-    def lock_for_wait_registration(self, conn: Connection) -> None:
-        conn.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": EVENTS_LOCK_KEY})
+    def lock_for_wait_registration(self, conn: Connection, name: str = "") -> None:
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock_shared(:ns, hashtext(:name))"),
+            {"ns": EVENT_NAME_LOCK_NAMESPACE, "name": name},
+        )
+
+    def now_ms(self, conn: Connection, local_ms: int) -> int:
+        # The database's clock (the transaction's start), shared by every replica: leases, ready
+        # times and timeouts written by one replica mean the same instant to the others.
+        return int(conn.execute(text("SELECT (extract(epoch FROM now()) * 1000)::bigint")).scalar_one())
+
+    def notify_ready(self, conn: Connection, app_ids: Iterable[str]) -> None:
+        # Delivered at commit (never for a rollback) to every replica's listener, itself included.
+        for app_id in sorted(set(app_ids)):
+            conn.execute(text("SELECT pg_notify(:channel, :app)"), {"channel": NOTIFY_CHANNEL, "app": app_id})
+
+    listens = True
+
+    def listen(self, url: str, on_ready: Callable[[str | None], None], stop: threading.Event) -> None:
+        """Blocks until ``stop``: LISTENs on one dedicated connection and calls ``on_ready(app_id)``
+        per notification, and ``on_ready(None)`` ("any app") once listening. Raises when the
+        connection fails; the caller calls again, which listens again and rescans."""
+        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+                on_ready(None)  # listening (again): what was announced while we were not is rescanned
+                while not stop.is_set():
+                    # Bounded wait so that ``stop`` is seen promptly; no query runs while idle.
+                    for notify in conn.notifies(timeout=LISTEN_POLL_S):
+                        on_ready(notify.payload)
+        except (psycopg.Error, OSError) as exc:
+            raise errors.StoreUnavailable(f"database unavailable (listener): {exc}") from exc
+
+    def lock_for_migrations(self, conn: Connection) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATIONS_LOCK_KEY})
 
     def upsert(self, table: Table, *, keys: Sequence[str], update: Sequence[str]) -> Executable:
         stmt = postgresql_insert(table)

@@ -15,13 +15,15 @@ Decisions (retries, transitions, matching) come from ``orchestrator.engine``.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from orchestrator import errors
+from orchestrator import errors, logs
 from orchestrator.engine.model import (
     ClaimResult,
     Completion,
@@ -34,12 +36,12 @@ from orchestrator.engine.model import (
     TimerResult,
     Wakeups,
 )
-from orchestrator.store import completions, ingest, leases, runs, timers
-from orchestrator.store import schema as t
+from orchestrator.store import completions, ingest, leases, migrate, runs, timers
 from orchestrator.store.dialect import Dialect
-from orchestrator.store.txn import Tx
+from orchestrator.store.txn import Tx, logger
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # A transaction that lost a race (deadlock, serialization failure) is simply run again.
 MAX_TX_ATTEMPTS: Final = 3
@@ -48,8 +50,13 @@ MAX_TX_ATTEMPTS: Final = 3
 class SqlStore:
     """The orchestrator's durable state in a SQL database (see ``orchestrator.store.base.Store``)."""
 
-    def __init__(self, url: str, dialect: Dialect, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, url: str, dialect: Dialect, *, rng: random.Random | None = None, db_clock: bool = True
+    ) -> None:
         self._dialect = dialect
+        # True: decisions use the database's clock where the dialect has a shared one (PostgreSQL),
+        # so replicas agree on lease deadlines. False: the callers' ``now_ms`` (tests that drive time).
+        self._db_clock = db_clock
         self._engine = dialect.create_engine(url)
         self._rng = rng or random.Random()
         self.url = url
@@ -83,12 +90,32 @@ class SqlStore:
                 if unavailable is not None:
                     raise unavailable from exc
                 raise
+            except PoolTimeout as exc:
+                # Every connection is busy (or being re-established after a restart): try later.
+                raise errors.StoreUnavailable(f"database busy: {exc}") from exc
             tx.flush_logs()
             return result
 
     def create_schema(self) -> None:
+        self.migrate()
+
+    def migrate(self) -> tuple[str | None, str]:
+        """Applies pending migrations (see ``store.migrate``); returns the revisions before and after."""
         try:
-            t.metadata.create_all(self._engine)
+            before, after = migrate.upgrade(self._engine, self._dialect, url=self.display_url)
+        except DBAPIError as exc:
+            unavailable = self._unavailable(exc)
+            if unavailable is not None:
+                raise unavailable from exc
+            raise
+        if before != after:
+            logs.log(logger, "schema.migrated", before=before, after=after)
+        return before, after
+
+    def check_schema(self) -> None:
+        """Refuses a database not at this code's revision (``serve --no-migrate``)."""
+        try:
+            migrate.check(self._engine, url=self.display_url)
         except DBAPIError as exc:
             unavailable = self._unavailable(exc)
             if unavailable is not None:
@@ -98,11 +125,32 @@ class SqlStore:
     def close(self) -> None:
         self._engine.dispose()
 
+    def _now(self, tx: Tx, now_ms: int) -> int:
+        return self._dialect.now_ms(tx.conn, now_ms) if self._db_clock else now_ms
+
+    def _announcing(self, tx: Tx, result: R) -> R:
+        """Announces the apps a write made ready to every replica (at commit); returns ``result``."""
+        wakeups = result if isinstance(result, Wakeups) else getattr(result, "wakeups", None)
+        if isinstance(wakeups, Wakeups) and wakeups.ready_apps:
+            self._dialect.notify_ready(tx.conn, wakeups.ready_apps)
+        return result
+
+    @property
+    def listens(self) -> bool:
+        """Whether ``listen`` hears other replicas' announcements (PostgreSQL)."""
+        return self._dialect.listens
+
+    def listen(self, on_ready: Callable[[str | None], None], stop: threading.Event) -> None:
+        """Blocks until ``stop``: calls ``on_ready(app_id)`` for every announcement of any replica
+        (``None`` after connecting: any app may have work). Raises ``StoreUnavailable`` when the
+        connection fails."""
+        self._dialect.listen(self.url, on_ready, stop)
+
     def ingest_events(self, events: Sequence[NewEvent], *, now_ms: int) -> IngestResult:
-        return self._run(lambda tx: ingest.ingest(tx, events, now_ms))
+        return self._run(lambda tx: self._announcing(tx, ingest.ingest(tx, events, self._now(tx, now_ms))))
 
     def register_functions(self, app_id: str, functions: Sequence[FunctionSpec], *, now_ms: int) -> None:
-        self._run(lambda tx: ingest.register(tx, app_id, functions, now_ms))
+        self._run(lambda tx: ingest.register(tx, app_id, functions, self._now(tx, now_ms)))
 
     def claim_work(
         self,
@@ -115,17 +163,25 @@ class SqlStore:
         lease_ms: int,
     ) -> ClaimResult:
         return self._run(
-            lambda tx: leases.claim(tx, app_id, function_ids, worker_id, max_items, now_ms, lease_ms)
+            lambda tx: leases.claim(
+                tx, app_id, function_ids, worker_id, max_items, self._now(tx, now_ms), lease_ms
+            )
         )
 
     def complete_step(self, completion: Completion, *, now_ms: int, lease_ms: int) -> CompletionResult:
-        return self._run(lambda tx: completions.complete(tx, completion, now_ms, lease_ms))
+        return self._run(
+            lambda tx: self._announcing(
+                tx, completions.complete(tx, completion, self._now(tx, now_ms), lease_ms)
+            )
+        )
 
     def extend_lease(self, run_id: str, lease_id: str, *, now_ms: int, lease_ms: int) -> int:
-        return self._run(lambda tx: leases.extend(tx, run_id, lease_id, now_ms, lease_ms))
+        return self._run(lambda tx: leases.extend(tx, run_id, lease_id, self._now(tx, now_ms), lease_ms))
 
     def release_work(self, run_id: str, lease_id: str, *, now_ms: int) -> Wakeups:
-        return self._run(lambda tx: leases.release(tx, run_id, lease_id, now_ms))
+        return self._run(
+            lambda tx: self._announcing(tx, leases.release(tx, run_id, lease_id, self._now(tx, now_ms)))
+        )
 
     def get_run(self, run_id: str) -> RunView:
         return self._run(lambda tx: runs.get_run(tx, run_id))
@@ -134,10 +190,14 @@ class SqlStore:
         return self._run(lambda tx: runs.list_runs(tx, run_filter))
 
     def cancel_run(self, run_id: str, *, now_ms: int) -> RunView:
-        return self._run(lambda tx: runs.cancel(tx, run_id, now_ms))
+        return self._run(lambda tx: runs.cancel(tx, run_id, self._now(tx, now_ms)))
 
     def fire_due_timers(self, *, now_ms: int, since_ms: int) -> TimerResult:
-        return self._run(lambda tx: timers.fire(tx, now_ms, since_ms))
+        # Not announced: every replica's scheduler finds the runs that became ready by itself.
+        return self._run(lambda tx: timers.fire(tx, self._now(tx, now_ms), since_ms))
 
     def next_deadline_ms(self, *, now_ms: int) -> int | None:
-        return self._run(lambda tx: timers.next_deadline(tx, now_ms))
+        return self._run(lambda tx: timers.next_deadline(tx, self._now(tx, now_ms)))
+
+    def queue_depth(self, *, now_ms: int) -> int:
+        return self._run(lambda tx: timers.queue_depth(tx, self._now(tx, now_ms)))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,15 @@ def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
+        # Another process on the same file (a second orchestrator, a SQL shell) makes us wait for
+        # its lock instead of failing at once with "database is locked". First: switching to WAL
+        # below needs a lock too, contended when several processes open a new file together.
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # WAL: readers do not block the writer and vice versa, and commits are appends (fast).
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable against process crashes in WAL mode (only an OS crash or power loss
         # can drop the newest commits) and avoids an fsync per commit.
         cursor.execute("PRAGMA synchronous=NORMAL")
-        # Another process on the same file (a second orchestrator, a SQL shell) makes us wait for
-        # its lock instead of failing at once with "database is locked".
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # SQLite ignores foreign keys unless asked, per connection.
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
@@ -65,10 +67,25 @@ class SqliteDialect:
         event.listen(engine, "begin", _on_begin)
         return engine
 
-    def lock_for_ingest(self, conn: Connection) -> None:
+    def lock_for_ingest(self, conn: Connection, names: Sequence[str] = ()) -> None:
         """Nothing to do: BEGIN IMMEDIATE already holds the database's only write lock."""
 
-    def lock_for_wait_registration(self, conn: Connection) -> None:
+    def lock_for_wait_registration(self, conn: Connection, name: str = "") -> None:
+        """Nothing to do: BEGIN IMMEDIATE already holds the database's only write lock."""
+
+    def now_ms(self, conn: Connection, local_ms: int) -> int:
+        """The caller's clock: SQLite serves one orchestrator process, so there is no other to agree with."""
+        return local_ms
+
+    def notify_ready(self, conn: Connection, app_ids: Iterable[str]) -> None:
+        """Nothing to do: only this process's pollers wait on this database (woken in memory)."""
+
+    listens = False
+
+    def listen(self, url: str, on_ready: Callable[[str | None], None], stop: threading.Event) -> None:
+        raise NotImplementedError("SQLite has no cross-process notifications")
+
+    def lock_for_migrations(self, conn: Connection) -> None:
         """Nothing to do: BEGIN IMMEDIATE already holds the database's only write lock."""
 
     def upsert(self, table: Table, *, keys: Sequence[str], update: Sequence[str]) -> Executable:

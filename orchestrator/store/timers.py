@@ -28,6 +28,9 @@ def fire(tx: Tx, now_ms: int, since_ms: int) -> TimerResult:
         .where(w.c.status == WaitStatus.WAITING, w.c.expires_ms <= now_ms)
         .order_by(w.c.expires_ms)
         .limit(TIMER_BATCH)
+        # Another replica firing the same timers takes other rows instead of queueing behind ours
+        # (resolve_wait's conditional update would make it a no-op anyway: fired at most once).
+        .with_for_update(skip_locked=True)
     ).all()
     timed_out = 0
     for wait in due_waits:
@@ -73,6 +76,15 @@ def fire(tx: Tx, now_ms: int, since_ms: int) -> TimerResult:
         expired_leases=len(expired),
         wakeups=Wakeups(ready_apps=frozenset(apps)),
     )
+
+
+def queue_depth(tx: Tx, now_ms: int) -> int:
+    """How many runs are ready to be handed out now (for the queue-depth metric)."""
+    r = t.runs
+    count = tx.conn.scalar(
+        select(func.count()).select_from(r).where(r.c.state == RunState.READY, r.c.available_at_ms <= now_ms)
+    )
+    return int(count or 0)
 
 
 def next_deadline(tx: Tx, now_ms: int) -> int | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sdk_python import Client
 from sdk_python._proto.durable.v1 import orchestrator_pb2 as pb
 from tests.support import (
     REPO_ROOT,
@@ -25,6 +26,7 @@ from tests.support import (
     raw_stub,
     wait_until,
 )
+from tests.support.secure import generate_tls, start_configured
 
 EXAMPLE_DIR = REPO_ROOT / "examples" / "node"
 NPM_TIMEOUT = 300.0
@@ -56,8 +58,8 @@ def node_modules() -> Path:
     return modules
 
 
-def _node_env(orchestrator: OrchestratorProcess) -> dict[str, str]:
-    return base_env({"ORCHESTRATOR_TARGET": orchestrator.target}, pythonpath=False)
+def _node_env(orchestrator: OrchestratorProcess, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return base_env({"ORCHESTRATOR_TARGET": orchestrator.target, **(extra or {})}, pythonpath=False)
 
 
 @pytest.fixture
@@ -80,11 +82,13 @@ def start_node_worker(
     return start
 
 
-def _send(orchestrator: OrchestratorProcess, name: str, data: object) -> dict[str, list[str]]:
+def _send(
+    orchestrator: OrchestratorProcess, name: str, data: object, env: dict[str, str] | None = None
+) -> dict[str, list[str]]:
     result = subprocess.run(
         ["node", str(EXAMPLE_DIR / "send.js"), name, json.dumps(data)],
         cwd=EXAMPLE_DIR,
-        env=_node_env(orchestrator),
+        env=_node_env(orchestrator, env),
         capture_output=True,
         text=True,
         timeout=SEND_TIMEOUT,
@@ -147,3 +151,53 @@ def test_node_worker_exits_cleanly_on_sigterm(start_node_worker: Callable[..., W
     worker.wait_for_log("registered order-receipt")
     # It is parked in a long poll now; SIGTERM must cancel the poll rather than wait it out (30 s).
     assert worker.terminate(timeout=10) == 0, worker.logs()
+
+
+def test_node_sender_and_worker_over_tls_with_api_keys(
+    node_modules: Path, tmp_path: Path, processes: ProcessGroup
+) -> None:
+    tls = generate_tls(tmp_path / "tls")
+    server = start_configured(
+        tmp_path,
+        processes,
+        "--event-key", "node-event-key",
+        "--worker-key", "node-worker-key",
+        "--admin-key", "node-admin-key",
+        tls=tls,
+    )  # fmt: skip
+    ca = {"ORCHESTRATOR_TLS_CA": str(tls.ca)}
+    worker = WorkerProcess(
+        name="node-worker-tls",
+        command=["node", str(EXAMPLE_DIR / "worker.js"), "--max-runs", "1"],
+        log_path=tmp_path / "node-worker-tls.log",
+        env=_node_env(server, {**ca, "ORCHESTRATOR_API_KEY": "node-worker-key"}),
+        cwd=EXAMPLE_DIR,
+    )
+    processes.add(worker)
+    worker.start().wait_for_log("registered order-receipt")
+
+    sent = _send(server, "node/order.placed", ORDER, {**ca, "ORCHESTRATOR_API_KEY": "node-event-key"})
+    run_id = sent["run_ids"][0]
+    admin = Client("tests", server.target, api_key="node-admin-key", tls_ca=tls.ca)
+    try:
+        run = wait_until(
+            lambda: next((r for r in [admin.get_run(run_id)] if r.status != "running"), None),
+            timeout=RUN_TIMEOUT,
+            message=lambda: f"run {run_id} to end; worker log:\n{worker.logs()}",
+        )
+    finally:
+        admin.close()
+    assert run.status == "completed", run.error
+    assert run.output == {"total": 11, "receipt": "ada: 11.00"}
+    assert worker.wait(timeout=30) == 0, worker.logs()
+
+    # The event key may send but not register or poll: the worker fails with PERMISSION_DENIED.
+    denied = subprocess.run(
+        ["node", str(EXAMPLE_DIR / "worker.js"), "--max-runs", "1"],
+        cwd=EXAMPLE_DIR,
+        env=_node_env(server, {**ca, "ORCHESTRATOR_API_KEY": "node-event-key"}),
+        capture_output=True,
+        text=True,
+        timeout=SEND_TIMEOUT,
+    )
+    assert denied.returncode != 0 and "PERMISSION_DENIED" in denied.stdout + denied.stderr, denied

@@ -1,5 +1,6 @@
-"""PostgreSQL only: the advisory locks that make event ingest and wait registration exclude each
-other (so a wait's backlog scan and an event's wait lookup can never both miss), checked directly."""
+"""PostgreSQL only: the advisory locks that make event ingest and wait registration of the same event
+name exclude each other (so a wait's backlog scan and an event's wait lookup can never both miss), and
+only of the same name, checked directly."""
 
 from __future__ import annotations
 
@@ -65,9 +66,9 @@ def test_ingest_waits_for_a_wait_registration_or_ingest_in_progress(
 
     with engine.connect() as conn, conn.begin():
         if held_by == "ingest":
-            dialect.lock_for_ingest(conn)
+            dialect.lock_for_ingest(conn, ["a/b"])
         else:
-            dialect.lock_for_wait_registration(conn)
+            dialect.lock_for_wait_registration(conn, "a/b")
         sender = threading.Thread(target=send)
         sender.start()
         poll(lambda: blocked_on_advisory_lock(engine) >= 1)
@@ -79,7 +80,16 @@ def test_ingest_waits_for_a_wait_registration_or_ingest_in_progress(
 def test_wait_registrations_do_not_block_each_other(engine: Engine) -> None:
     dialect = PostgresDialect()
     with engine.connect() as first, first.begin():
-        dialect.lock_for_wait_registration(first)
+        dialect.lock_for_wait_registration(first, "a/b")
         with engine.connect() as second, second.begin():
             second.execute(text("SET LOCAL lock_timeout = '5s'"))
-            dialect.lock_for_wait_registration(second)  # would time out if it blocked
+            dialect.lock_for_wait_registration(second, "a/b")  # would time out if it blocked
+
+
+def test_a_wait_registration_does_not_wait_for_ingest_of_another_name(engine: Engine) -> None:
+    dialect = PostgresDialect()
+    with engine.connect() as ingesting, ingesting.begin():
+        dialect.lock_for_ingest(ingesting, ["a/b"])
+        with engine.connect() as registering, registering.begin():
+            registering.execute(text("SET LOCAL lock_timeout = '5s'"))
+            dialect.lock_for_wait_registration(registering, "c/d")  # would time out if it blocked

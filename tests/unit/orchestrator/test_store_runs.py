@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from orchestrator import errors
-from orchestrator.engine import limits
 from orchestrator.engine.model import (
     Completion,
     Directive,
@@ -266,15 +265,20 @@ def test_a_step_id_recorded_as_another_kind_is_a_conflict(store: SqlStore) -> No
         complete(store, item, "s", Sleep(T0 - 1))
 
 
-def test_steps_per_run_are_limited(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(limits, "MAX_STEPS_PER_RUN", 2)
+def test_steps_per_run_are_limited(store: SqlStore) -> None:
     register(store)
     send(store)
     item = claim_one(store)
-    complete(store, item, "a", StepOutput("1"))
-    complete(store, item, "b", StepOutput("1"))
-    with pytest.raises(errors.LimitExceeded, match="limit of 2 steps"):
-        complete(store, item, "c", StepOutput("1"))
+
+    def step(step_id: str) -> object:
+        # The limit travels with each completion (Settings.max_steps_per_run through validation).
+        completion = Completion(item.run_id, item.lease_id, step_id, StepOutput("1"), max_steps=2)
+        return store.complete_step(completion, now_ms=T0, lease_ms=LEASE)
+
+    step("a")
+    step("b")
+    with pytest.raises(errors.LimitExceeded, match=r"has 2 steps, the limit \(max_steps_per_run\) is 2"):
+        step("c")
 
 
 # -- retries ----------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ class MemoStep(_message.Message):
     def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[StepKind, str]] = ..., status: _Optional[_Union[StepStatus, str]] = ..., output_json: _Optional[str] = ..., attempts: _Optional[int] = ..., position: _Optional[int] = ...) -> None: ...
 
 class WorkItem(_message.Message):
-    __slots__ = ("run_id", "app_id", "function_id", "event", "steps", "attempt", "lease_id", "lease_expires_unix_ms")
+    __slots__ = ("run_id", "app_id", "function_id", "event", "steps", "attempt", "lease_id", "lease_expires_unix_ms", "traceparent")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class WorkItem(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     app_id: str
     function_id: str
@@ -165,7 +166,8 @@ class WorkItem(_message.Message):
     attempt: int
     lease_id: str
     lease_expires_unix_ms: int
-    def __init__(self, run_id: _Optional[str] = ..., app_id: _Optional[str] = ..., function_id: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[MemoStep, _Mapping]]] = ..., attempt: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_unix_ms: _Optional[int] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, run_id: _Optional[str] = ..., app_id: _Optional[str] = ..., function_id: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[MemoStep, _Mapping]]] = ..., attempt: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_unix_ms: _Optional[int] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("name", "message", "stack")
@@ -232,7 +234,7 @@ class RunFailed(_message.Message):
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., retriable: _Optional[bool] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class CompleteStepRequest(_message.Message):
-    __slots__ = ("run_id", "lease_id", "step_id", "step_output", "step_error", "sleep", "wait_for_event", "send_events", "run_completed", "run_failed", "started_unix_ms", "ended_unix_ms")
+    __slots__ = ("run_id", "lease_id", "step_id", "step_output", "step_error", "sleep", "wait_for_event", "send_events", "run_completed", "run_failed", "started_unix_ms", "ended_unix_ms", "step_span_id", "started_unix_nano", "ended_unix_nano", "step_attempt")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +247,10 @@ class CompleteStepRequest(_message.Message):
     RUN_FAILED_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     ENDED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    STEP_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    ENDED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    STEP_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     lease_id: str
     step_id: str
@@ -257,7 +263,11 @@ class CompleteStepRequest(_message.Message):
     run_failed: RunFailed
     started_unix_ms: int
     ended_unix_ms: int
-    def __init__(self, run_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., step_id: _Optional[str] = ..., step_output: _Optional[_Union[StepOutput, _Mapping]] = ..., step_error: _Optional[_Union[StepError, _Mapping]] = ..., sleep: _Optional[_Union[SleepRequest, _Mapping]] = ..., wait_for_event: _Optional[_Union[WaitForEventRequest, _Mapping]] = ..., send_events: _Optional[_Union[SendEventsRequest, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., started_unix_ms: _Optional[int] = ..., ended_unix_ms: _Optional[int] = ...) -> None: ...
+    step_span_id: str
+    started_unix_nano: int
+    ended_unix_nano: int
+    step_attempt: int
+    def __init__(self, run_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., step_id: _Optional[str] = ..., step_output: _Optional[_Union[StepOutput, _Mapping]] = ..., step_error: _Optional[_Union[StepError, _Mapping]] = ..., sleep: _Optional[_Union[SleepRequest, _Mapping]] = ..., wait_for_event: _Optional[_Union[WaitForEventRequest, _Mapping]] = ..., send_events: _Optional[_Union[SendEventsRequest, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., started_unix_ms: _Optional[int] = ..., ended_unix_ms: _Optional[int] = ..., step_span_id: _Optional[str] = ..., started_unix_nano: _Optional[int] = ..., ended_unix_nano: _Optional[int] = ..., step_attempt: _Optional[int] = ...) -> None: ...
 
 class CompleteStepResponse(_message.Message):
     __slots__ = ("directive", "output_json", "lease_expires_unix_ms")

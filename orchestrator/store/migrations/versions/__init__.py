@@ -1,0 +1,1 @@
+"""Migration revisions (a package so that setuptools ships them; Alembic skips this file)."""

@@ -1,0 +1,97 @@
+"""The worker's part of a run's trace: a span around each step.run attempt, in the run's trace.
+
+The work item carries the W3C ``traceparent`` of the run's root span. For each attempt the SDK picks
+the id of the step span (which the orchestrator emits, once the outcome is reported, under that id
+and as a child of the run's root) and runs the user's code inside its own span ``step.run <id>``,
+a child of the step span. Any span the user opens with a normal tracer nests under it, in a
+coroutine or in the thread a plain function runs in (contextvars are carried there).
+
+The SDK uses the global tracer provider and never installs one: without one the spans cost next to
+nothing and are not exported, but the context still flows, so the user's own spans (exported by
+whatever the application configured) still land in the run's trace.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import AbstractContextManager
+from types import TracebackType
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
+
+from sdk_python._proto.durable.v1 import orchestrator_pb2 as pb
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+# A ProxyTracer: it follows whatever provider the application sets globally, even later.
+_TRACER = trace.get_tracer("sdk_python")
+_RNG = random.SystemRandom()
+
+
+def run_parent(traceparent: str) -> SpanContext | None:
+    """The run's root span context from a work item's ``traceparent``; None when absent or invalid."""
+    if not traceparent:
+        return None
+    ctx = trace.get_current_span(_PROPAGATOR.extract({"traceparent": traceparent})).get_span_context()
+    return ctx if ctx.is_valid else None
+
+
+class StepSpan:
+    """Context manager around one attempt of step.run's user code; ``report`` adds what the
+    orchestrator needs to emit the step span to the outcome."""
+
+    def __init__(self, traceparent: str, *, run_id: str, step_id: str, attempt: int) -> None:
+        self._root = run_parent(traceparent)
+        self._attempt = attempt
+        self._name = f"step.run {step_id}"
+        self._attributes: dict[str, AttributeValue] = {
+            "durable.run.id": run_id,
+            "durable.step.id": step_id,
+            "durable.step.attempt": attempt,
+        }
+        self.span_id = _RNG.getrandbits(64) or 1
+        self.started_ns = 0
+        self.ended_ns = 0
+        self._cm: AbstractContextManager[Span] | None = None
+
+    def _parent(self) -> Context | None:
+        if self._root is None:
+            return None  # no run trace: the span joins whatever context is current
+        root = self._root
+        step = SpanContext(root.trace_id, self.span_id, is_remote=True, trace_flags=root.trace_flags)
+        return trace.set_span_in_context(NonRecordingSpan(step))
+
+    def __enter__(self) -> StepSpan:
+        self.started_ns = time.time_ns()
+        cm = _TRACER.start_as_current_span(
+            self._name, context=self._parent(), kind=SpanKind.INTERNAL, attributes=self._attributes
+        )
+        cm.__enter__()
+        self._cm = cm
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        cm = self._cm
+        self._cm = None
+        if cm is not None:
+            cm.__exit__(exc_type, exc, tb)
+        # After the SDK span ended: the step span, its parent, must enclose it.
+        self.ended_ns = time.time_ns()
+
+    def report(self, request: pb.CompleteStepRequest) -> None:
+        """Adds the step span's id, the attempt and precise times to the step's completion."""
+        request.step_attempt = self._attempt
+        if self.started_ns and self.ended_ns:
+            request.started_unix_nano = self.started_ns
+            request.ended_unix_nano = self.ended_ns
+        if self._root is not None:
+            request.step_span_id = f"{self.span_id:016x}"

@@ -1,0 +1,163 @@
+"""Schema migrations on both databases: from empty, from every previous revision, a database made before
+migrations existed, replicas migrating at once, and a schema newer than the code (refused)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, text
+
+from orchestrator.store import factory, migrate, schema
+from orchestrator.store.sql import SqlStore
+from tests.support import base_env
+from tests.support.databases import PostgresServer
+
+
+@pytest.fixture
+def empty_db_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty database (no tables at all) on each backend."""
+    if db_backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database(migrated=False)
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
+
+
+def _revisions() -> list[str]:
+    """Every revision, oldest first."""
+    script = ScriptDirectory.from_config(migrate._config())
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
+def _schema_differences(url: str) -> list[object]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(compare_metadata(MigrationContext.configure(conn), schema.metadata))
+    finally:
+        engine.dispose()
+
+
+def _revision(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return migrate.current(conn)
+    finally:
+        engine.dispose()
+
+
+def _upgrade_to(url: str, revision: str) -> None:
+    from alembic import command
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate._config(conn), revision)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_empty_reaches_head_and_matches_the_schema(empty_db_url: str) -> None:
+    store = factory.open_store(empty_db_url)
+    store.close()
+    assert _revision(empty_db_url) == migrate.head()
+    assert _schema_differences(empty_db_url) == []
+
+
+@pytest.mark.parametrize("previous", _revisions()[:-1] or [None], ids=lambda r: f"from-{r or 'empty'}")
+def test_upgrade_from_the_previous_revision(empty_db_url: str, previous: str | None) -> None:
+    if previous is not None:
+        _upgrade_to(empty_db_url, previous)
+    assert _revision(empty_db_url) == previous
+    store = factory.open_store(empty_db_url)
+    store.close()
+    assert _revision(empty_db_url) == migrate.head()
+    assert _schema_differences(empty_db_url) == []
+
+
+def test_a_database_made_before_migrations_is_adopted(empty_db_url: str) -> None:
+    engine = create_engine(empty_db_url)
+    schema.metadata.create_all(engine)
+    engine.dispose()
+    store = factory.open_store(empty_db_url)
+    store.close()
+    assert _revision(empty_db_url) == migrate.head()
+
+
+def test_replicas_starting_together_migrate_once(empty_db_url: str) -> None:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def start() -> None:
+        try:
+            barrier.wait(timeout=30)
+            factory.open_store(empty_db_url).close()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert _revision(empty_db_url) == migrate.head()
+
+
+def test_a_newer_schema_is_refused_by_serve_and_migrate(db_url: str, tmp_path: Path) -> None:
+    factory.open_store(db_url).close()
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    for command in (["migrate", "--db", db_url], ["serve", "--port", "0", "--db", db_url]):
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestrator", *command],
+            env=base_env(),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output
+        assert "'9999'" in output and "newer than this orchestrator knows" in output, output
+
+
+def test_no_migrate_refuses_an_unmigrated_database(empty_db_url: str) -> None:
+    with pytest.raises(migrate.SchemaOutdated, match="orchestrator migrate"):
+        factory.open_store(empty_db_url, create_schema=False)
+
+
+def test_the_migrate_command_applies_and_reports(empty_db_url: str, tmp_path: Path) -> None:
+    def run() -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "migrate", "--db", empty_db_url],
+            env=base_env(),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return result.stdout
+
+    assert f"to {migrate.head()}" in run()
+    assert "already at schema revision" in run()
+    store = factory.open_store(empty_db_url, create_schema=False)  # at head: accepted
+    assert isinstance(store, SqlStore)
+    store.close()
