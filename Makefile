@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint proto proto-check install clean
+.PHONY: run test lint proto proto-check install clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ BUF := tools/buf/node_modules/.bin/buf
 ## ruff, mypy --strict, buf (lint, format, breaking changes against main), and a check that the
 ## generated stubs match proto/.
 lint: $(STAMP) proto-check $(BUF)
-	$(VENV)/bin/ruff check orchestrator sdk_python tests
+	$(VENV)/bin/ruff check orchestrator sdk_python tests bench
 	$(VENV)/bin/mypy orchestrator sdk_python
 	$(BUF) lint
 	$(BUF) format -d --exit-code
@@ -37,6 +37,12 @@ lint: $(STAMP) proto-check $(BUF)
 $(BUF): tools/buf/package.json tools/buf/package-lock.json
 	cd tools/buf && npm ci --ignore-scripts --no-audit --no-fund
 	touch $(BUF)
+
+## Benchmark next to DBOS: SQLite, plus PostgreSQL when $$ORCHESTRATOR_TEST_POSTGRES_URL is set.
+## BENCH_ARGS passes flags (e.g. BENCH_ARGS="--waiting 10000 --profile").
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench --json bench/results/latest.json $(BENCH_ARGS)
 
 ## Regenerate the Python stubs in sdk_python/_proto from proto/.
 proto: $(STAMP)

@@ -1,0 +1,107 @@
+"""The bench's worker app: the shapes measured, written with the public `sdk_python` API only.
+
+Run as a worker process: `python -m bench.app [--concurrency N]` with `ORCHESTRATOR_TARGET` set and
+`BENCH_MARKS` naming a FIFO the driver reads. Each function writes one line to that FIFO at the moment the
+bench measures ("<kind> <key> <time_ns>"); both processes run on one machine, so wall clocks agree.
+
+Functions (app "bench"):
+- `noop` (`bench/noop`): `data.steps` no-op steps, then marks `done <k>` (throughput);
+- `first` (`bench/first`): one step whose body marks `first <k>` as it starts (event -> first step);
+- `resume` (`bench/resume.start`): waits for `bench/resume` matching `data.k`, then marks `resumed <k>`
+  (SendEvent of the matching event -> the code after `wait_for_event`); it marks `waiting <k>` as it
+  reaches the wait, so the driver knows when every run has been handed its wait.
+App "bench-sink" (`python -m bench.app --sink`): one function on `bench/ingest.triggered` that the driver
+registers by starting this worker once and stopping it, so the ingest shape creates runs nobody executes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import time
+from datetime import timedelta
+
+from sdk_python import Client, TriggerEvent
+
+APP_ID = "bench"
+SINK_APP_ID = "bench-sink"
+# Runs parked for the scale shape must not time out during a bench.
+WAIT_TIMEOUT = timedelta(days=1)
+
+_marks_fd: int | None = None
+
+
+def mark(kind: str, key: object) -> None:
+    """Writes "<kind> <key> <time_ns>" to the driver's FIFO (one write: atomic under PIPE_BUF)."""
+    global _marks_fd
+    now = time.time_ns()
+    if _marks_fd is None:
+        _marks_fd = os.open(os.environ["BENCH_MARKS"], os.O_WRONLY)
+    os.write(_marks_fd, f"{kind} {key} {now}\n".encode())
+
+
+client = Client(app_id=APP_ID, target=os.environ.get("ORCHESTRATOR_TARGET", "localhost:50051"))
+sink = Client(app_id=SINK_APP_ID, target=os.environ.get("ORCHESTRATOR_TARGET", "localhost:50051"))
+
+
+async def _noop() -> None:
+    return None
+
+
+@client.create_function(fn_id="noop", trigger=TriggerEvent(event="bench/noop"), retries=0)
+async def noop(ctx):  # type: ignore[no-untyped-def]
+    for i in range(int(ctx.event.data["steps"])):
+        await ctx.step.run(f"s{i}", _noop)
+    mark("done", ctx.event.data["k"])
+
+
+@client.create_function(fn_id="first", trigger=TriggerEvent(event="bench/first"), retries=0)
+async def first(ctx):  # type: ignore[no-untyped-def]
+    async def body() -> None:
+        mark("first", ctx.event.data["k"])
+
+    await ctx.step.run("first", body)
+
+
+@client.create_function(fn_id="resume", trigger=TriggerEvent(event="bench/resume.start"), retries=0)
+async def resume(ctx):  # type: ignore[no-untyped-def]
+    # Code before the wait runs again when the run is re-executed after it: the driver counts unique keys.
+    mark("waiting", ctx.event.data["k"])
+    got = await ctx.step.wait_for_event("w", event="bench/resume", match="data.k", timeout=WAIT_TIMEOUT)
+    mark("resumed", ctx.event.data["k"])
+    return got is not None
+
+
+@sink.create_function(fn_id="sink", trigger=TriggerEvent(event="bench/ingest.triggered"), retries=0)
+async def sink_fn(ctx):  # type: ignore[no-untyped-def]
+    return None
+
+
+async def _serve(concurrency: int, use_sink: bool) -> None:
+    owner = sink if use_sink else client
+    functions = [sink_fn] if use_sink else [noop, first, resume]
+    worker = owner.worker(functions=functions, concurrency=concurrency, poll_wait=timedelta(seconds=30))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
+    task = asyncio.ensure_future(worker.serve())
+    # The SDK exposes registration as a property (no event to await): poll it briefly.
+    while not worker.registered and not task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    if worker.registered:
+        mark("ready", os.getpid())
+    await task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.app")
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--sink", action="store_true", help="serve the bench-sink app (registration only)")
+    args = parser.parse_args()
+    asyncio.run(_serve(args.concurrency, args.sink))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The shapes on our orchestrator: a server process, a worker process (bench.app), the driver here."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.procs import BenchError, Marks, Orchestrator, Proc, Processes, env_for
+from bench.stats import latency_summary
+from sdk_python import Event
+
+# The gap after a sample so the worker is back in its long poll (idle) before the next one.
+IDLE_GAP_S = 0.02
+WARMUP = 5  # unmeasured samples first (connections, caches); fewer when samples are few
+
+
+def _warmup(samples: int) -> int:
+    return max(1, min(WARMUP, samples // 4))
+
+
+@dataclass
+class Session:
+    """One orchestrator on a fresh database with its worker(s), and the marks FIFO."""
+
+    procs: Processes
+    orch: Orchestrator
+    workers: list[Proc]
+    marks: Marks
+
+    def check(self) -> None:
+        self.orch.proc.check()
+        for worker in self.workers:
+            worker.check()
+
+    def send(self, events: list[Event]) -> None:
+        self.orch.client.send_sync(events)
+
+
+def start_session(procs: Processes, name: str, db_url: str, marks: Marks, workers: int,
+                  concurrency: int) -> Session:
+    orch = Orchestrator(procs, f"{name}-orchestrator", db_url)
+    orch.wait_ready()
+    before = marks.count("ready")
+    started = [start_worker(procs, orch, marks, f"{name}-worker{i}", concurrency) for i in range(workers)]
+    session = Session(procs, orch, started, marks)
+    marks.wait_count("ready", before + workers, timeout=60, check=session.check)
+    return session
+
+
+def start_worker(procs: Processes, orch: Orchestrator, marks: Marks, name: str, concurrency: int,
+                 *extra: str) -> Proc:
+    return procs.start(
+        name, [sys.executable, "-m", "bench.app", "--concurrency", str(concurrency), *extra],
+        env_for({"ORCHESTRATOR_TARGET": orch.target, "BENCH_MARKS": str(marks.path)}),
+    )
+
+
+def _deadline(seconds: float) -> Callable[[], float]:
+    end = time.monotonic() + seconds
+
+    def left() -> float:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            raise BenchError(f"shape exceeded its {seconds:.0f}s budget")
+        return remaining
+
+    return left
+
+
+def throughput(s: Session, runs: int, steps: int, tag: str, budget: float) -> dict[str, Any]:
+    """`runs` runs of `steps` no-op steps sent in one batch; steps/s from the send to the last completion
+    confirmed through ListRuns."""
+    left = _deadline(budget)
+    keys = [f"{tag}{i}" for i in range(runs)]
+    events = [Event(name="bench/noop", data={"k": k, "steps": steps}) for k in keys]
+    t0 = time.monotonic()
+    for i in range(0, runs, 1000):
+        s.send(events[i : i + 1000])
+    for k in keys:
+        s.marks.wait("done", k, timeout=left())
+    # Every run marked its end; confirm through the API that each one is committed as completed. The
+    # SDK's ListRuns carries every step, so poll the cheap question (any still running?) and count once.
+    while s.orch.client.list_runs(function_id="noop", status="running", limit=1):
+        left()
+        time.sleep(0.005)
+    elapsed = time.monotonic() - t0
+    completed = s.orch.client.list_runs(function_id="noop", status="completed", limit=1000)
+    if len(completed) < min(runs, 1000):
+        raise BenchError(f"only {len(completed)} noop runs completed")
+    failed = s.orch.client.list_runs(function_id="noop", status="failed", limit=1)
+    if failed:
+        raise BenchError(f"a noop run failed: {failed[0].error}")
+    return {"steps_per_s": runs * steps / elapsed, "runs": runs, "steps": steps, "seconds": elapsed}
+
+
+def first_step_latency(s: Session, samples: int, tag: str, budget: float) -> dict[str, Any]:
+    """SendEvent -> the first step's body starts, sequential samples on an idle long-polling worker."""
+    left = _deadline(budget)
+    ms: list[float] = []
+    for i in range(-_warmup(samples), samples):
+        key = f"{tag}{i}"
+        time.sleep(IDLE_GAP_S)
+        t0 = time.time_ns()
+        s.send([Event(name="bench/first", data={"k": key})])
+        t1 = s.marks.wait("first", key, timeout=min(left(), 30))
+        if i >= 0:
+            ms.append((t1 - t0) / 1e6)
+    return latency_summary(ms)
+
+
+def park(s: Session, keys: list[str], budget: float, batch: int = 1000) -> float:
+    """Starts a `resume` run per key (batched SendEvent) and returns once each has reached its wait
+    (plus a short settle so the waits are committed). Returns the seconds it took."""
+    left = _deadline(budget)
+    t0 = time.monotonic()
+    before = s.marks.count("waiting")
+    for i in range(0, len(keys), batch):
+        s.send([Event(name="bench/resume.start", data={"k": k}) for k in keys[i : i + batch]])
+    s.marks.wait_count("waiting", before + len(keys), timeout=left(), check=s.check)
+    elapsed = time.monotonic() - t0
+    time.sleep(0.5)
+    return elapsed
+
+
+def resume_latency(s: Session, samples: int, tag: str, budget: float) -> dict[str, Any]:
+    """SendEvent of the matching event -> the code after wait_for_event starts, sequentially."""
+    left = _deadline(budget)
+    keys = [f"{tag}{i}" for i in range(-_warmup(samples), samples)]
+    park(s, keys, budget=min(left(), 120))
+    ms: list[float] = []
+    for i, key in zip(range(-_warmup(samples), samples), keys, strict=True):
+        time.sleep(IDLE_GAP_S)
+        t0 = time.time_ns()
+        s.send([Event(name="bench/resume", data={"k": key})])
+        t1 = s.marks.wait("resumed", key, timeout=min(left(), 30))
+        if i >= 0:
+            ms.append((t1 - t0) / 1e6)
+    return latency_summary(ms)
+
+
+def ingest(s: Session, events: int, name: str, budget: float, batch: int = 100) -> dict[str, Any]:
+    """Events/s through sequential SendEvent calls of `batch` events."""
+    left = _deadline(budget)
+    batches = [[Event(name=name, data={"i": i + j}) for j in range(batch)] for i in range(0, events, batch)]
+    t0 = time.monotonic()
+    for b in batches:
+        s.send(b)
+        left()
+    elapsed = time.monotonic() - t0
+    return {"events_per_s": events / elapsed, "events": events, "batch": batch, "seconds": elapsed}
+
+
+def register_sink(s: Session, procs: Processes, name: str) -> None:
+    """Registers the bench-sink app's function by running its worker until registered, then stops it:
+    the triggered ingest creates runs that nobody executes during the measurement."""
+    before = s.marks.count("ready")
+    sink = start_worker(procs, s.orch, s.marks, f"{name}-sink", 1, "--sink")
+    s.marks.wait_count("ready", before + 1, timeout=60, check=sink.check)
+    procs.stop(sink)
+
+
+def profile_dir() -> Path:
+    return Path(__file__).resolve().parent / "results"
