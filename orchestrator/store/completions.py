@@ -33,7 +33,7 @@ from orchestrator.engine.model import (
     WaitStatus,
     Wakeups,
 )
-from orchestrator.store import ingest, txn
+from orchestrator.store import ingest, lost, txn
 from orchestrator.store import schema as t
 from orchestrator.store.txn import AnyRow, Tx
 
@@ -50,10 +50,11 @@ def complete(tx: Tx, c: Completion, now_ms: int, lease_ms: int) -> CompletionRes
             return CompletionResult(Directive.STOP)
         raise txn.not_current(run, c.lease_id)
     outcome = c.outcome
+    lost_n = _take_lost_attempts(tx, run, outcome)
     if isinstance(outcome, StepOutput):
-        return _step_output(tx, run, c, outcome, now_ms, lease_ms)
+        return _step_output(tx, run, c, outcome, now_ms, lease_ms, lost_n)
     if isinstance(outcome, StepError):
-        return _step_error(tx, run, c, outcome, now_ms, lease_ms)
+        return _step_error(tx, run, c, outcome, now_ms, lease_ms, lost_n)
     if isinstance(outcome, Sleep):
         return _sleep(tx, run, c, outcome, now_ms, lease_ms)
     if isinstance(outcome, WaitForEvent):
@@ -62,7 +63,20 @@ def complete(tx: Tx, c: Completion, now_ms: int, lease_ms: int) -> CompletionRes
         return _send_events(tx, run, c, outcome, now_ms, lease_ms)
     if isinstance(outcome, RunCompleted):
         return _run_completed(tx, run, c, outcome, now_ms)
-    return _run_failed(tx, run, c, outcome, now_ms)
+    return _run_failed(tx, run, c, outcome, now_ms, lost_n)
+
+
+def _take_lost_attempts(tx: Tx, run: AnyRow, outcome: object) -> int:
+    """The attempts lost with their workers since the run's last outcome, reset to 0: this outcome
+    is the in-flight code's, which is charged with them (see ``orchestrator.store.lost``)."""
+    lost_n = int(run.lost_attempts)
+    if lost_n == 0:
+        return 0
+    tx.conn.execute(update(t.runs).where(t.runs.c.id == run.id).values(lost_attempts=0))
+    if not isinstance(outcome, StepOutput | StepError | RunFailed):
+        # A sleep, a wait, a send or the run's return runs no user code that retries could bound.
+        tx.log("lost_attempts.dropped", run_id=run.id, step_id=None, lost_attempts=lost_n)
+    return lost_n
 
 
 def _existing_step(tx: Tx, run: AnyRow, step_id: str, kind: StepKind) -> AnyRow | None:
@@ -150,7 +164,7 @@ def _let_go(tx: Tx, run: AnyRow, lease_id: str, state: RunState, **values: Any) 
 
 
 def _step_output(
-    tx: Tx, run: AnyRow, c: Completion, outcome: StepOutput, now_ms: int, lease_ms: int
+    tx: Tx, run: AnyRow, c: Completion, outcome: StepOutput, now_ms: int, lease_ms: int, lost_n: int
 ) -> CompletionResult:
     s = t.steps
     step = _existing_step(tx, run, c.step_id, StepKind.RUN)
@@ -161,9 +175,13 @@ def _step_output(
         return _continue_run(tx, run, now_ms, lease_ms, step.output, committed=False)
     if step is None:
         _insert_step(tx, run, c, StepKind.RUN, StepStatus.COMPLETED, now_ms, output=outcome.output_json)
-        attempt = 0
+        attempt = lost_n
+        if lost_n:
+            tx.conn.execute(
+                update(s).where(s.c.run_id == run.id, s.c.step_id == c.step_id).values(failed_attempts=lost_n)
+            )
     else:
-        attempt = step.failed_attempts
+        attempt = step.failed_attempts + lost_n
         # The guard on status makes "recorded at most once" a property of this statement, not only of
         # the run-row lock above (the insert branch has the primary key for that).
         written = tx.conn.execute(
@@ -174,6 +192,7 @@ def _step_output(
                 output=outcome.output_json,
                 ended_ms=c.ended_ms or now_ms,
                 recorded_lease_id=c.lease_id,
+                failed_attempts=attempt,
                 # The failed attempts keep their errors in the attempt history; the step's own
                 # error is only its final one, and a step that succeeded has none.
                 error_name=None,
@@ -183,6 +202,7 @@ def _step_output(
         )
         if written.rowcount != 1:
             raise errors.StepConflict(f"step {c.step_id} of run {run.id} was recorded concurrently")
+    lost.record(tx, run.id, c.step_id, attempt - lost_n, lost_n, c.started_ms or now_ms)
     txn.insert_attempt(
         tx, run.id, c.step_id, attempt, c.started_ms or now_ms, c.ended_ms or now_ms, c.lease_id, None
     )
@@ -191,14 +211,15 @@ def _step_output(
 
 
 def _step_error(
-    tx: Tx, run: AnyRow, c: Completion, outcome: StepError, now_ms: int, lease_ms: int
+    tx: Tx, run: AnyRow, c: Completion, outcome: StepError, now_ms: int, lease_ms: int, lost_n: int
 ) -> CompletionResult:
     s = t.steps
     step = _existing_step(tx, run, c.step_id, StepKind.RUN)
     if step is not None and step.status == StepStatus.COMPLETED:
         tx.log("completion.duplicate", run_id=run.id, step_id=c.step_id)
         return _continue_run(tx, run, now_ms, lease_ms, step.output, committed=False)
-    attempt = step.failed_attempts if step is not None else 0
+    # This attempt's number: after the failed ones and those lost with their workers.
+    attempt = (step.failed_attempts if step is not None else 0) + lost_n
     decision = retries.decide_retry(
         failed_attempts=attempt + 1,
         retries=run.retries,
@@ -207,16 +228,18 @@ def _step_error(
         rng=tx.rng,
     )
     status = StepStatus.RUNNING if decision.retry else StepStatus.FAILED
+    error = outcome.error if decision.retry else lost.exhausted_error(outcome.error, lost_n)
     columns = {
         "status": status,
         "failed_attempts": attempt + 1,
         "recorded_lease_id": c.lease_id,
         "ended_ms": None if decision.retry else (c.ended_ms or now_ms),
-        **txn.error_columns(outcome.error),
+        **txn.error_columns(error),
     }
     if step is None:
         _insert_step(tx, run, c, StepKind.RUN, StepStatus.RUNNING, now_ms)
     tx.conn.execute(update(s).where(s.c.run_id == run.id, s.c.step_id == c.step_id).values(**columns))
+    lost.record(tx, run.id, c.step_id, attempt - lost_n, lost_n, c.started_ms or now_ms)
     txn.insert_attempt(
         tx,
         run.id,
@@ -246,8 +269,9 @@ def _step_error(
         attempts=attempt + 1,
         retriable=outcome.retriable,
         error=outcome.error.name,
+        lost_attempts=lost_n,
     )
-    _end_run(tx, run, c.lease_id, RunStatus.FAILED, now_ms, error=outcome.error)
+    _end_run(tx, run, c.lease_id, RunStatus.FAILED, now_ms, error=error)
     return CompletionResult(Directive.STOP)
 
 
@@ -405,8 +429,11 @@ def _run_completed(
     return CompletionResult(Directive.STOP)
 
 
-def _run_failed(tx: Tx, run: AnyRow, c: Completion, outcome: RunFailed, now_ms: int) -> CompletionResult:
-    attempt = run.body_attempts
+def _run_failed(
+    tx: Tx, run: AnyRow, c: Completion, outcome: RunFailed, now_ms: int, lost_n: int
+) -> CompletionResult:
+    # Attempts lost while code outside steps ran count against the body's own attempts.
+    attempt = run.body_attempts + lost_n
     decision = retries.decide_retry(
         failed_attempts=attempt + 1,
         retries=run.retries,
@@ -425,7 +452,15 @@ def _run_failed(tx: Tx, run: AnyRow, c: Completion, outcome: RunFailed, now_ms: 
             error=outcome.error.name,
         )
         return CompletionResult(Directive.STOP, wakeups=_wakeups_at(run, ready_at, now_ms))
-    _end_run(tx, run, c.lease_id, RunStatus.FAILED, now_ms, error=outcome.error, body_attempts=attempt + 1)
+    _end_run(
+        tx,
+        run,
+        c.lease_id,
+        RunStatus.FAILED,
+        now_ms,
+        error=lost.exhausted_error(outcome.error, lost_n),
+        body_attempts=attempt + 1,
+    )
     return CompletionResult(Directive.STOP)
 
 

@@ -75,7 +75,8 @@ def claim(
             for st in steps
             if st.kind == StepKind.RUN and st.status == StepStatus.RUNNING and st.attempts > 0
         ]
-        attempt = retried[0] if retried else row.body_attempts
+        # Attempts lost with their workers are used attempts too (the SDK's ctx.attempt).
+        attempt = (retried[0] if retried else row.body_attempts) + row.lost_attempts
         items.append(
             WorkItem(
                 run_id=run_id,

@@ -97,6 +97,9 @@ runs = Table(
     Column("last_stop_lease_id", String(UUID)),
     Column("retries", Integer, nullable=False),  # snapshot of the function's setting at creation
     Column("body_attempts", Integer, nullable=False),  # failures outside steps so far
+    # Leases that expired since the run's last step outcome: attempts lost with their workers. The
+    # next outcome charges them to the step that was in flight and resets this to 0.
+    Column("lost_attempts", Integer, nullable=False, server_default="0"),
     # Newest event seq when the run's last step was committed (the trigger's seq at creation):
     # a new wait first looks at matching events after it, so none is missed.
     Column("event_mark", BigInteger, nullable=False),

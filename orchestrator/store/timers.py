@@ -7,11 +7,13 @@ from sqlalchemy import func, select, update
 from orchestrator.engine import transitions
 from orchestrator.engine.model import (
     RunState,
+    StepKind,
+    StepStatus,
     TimerResult,
     WaitStatus,
     Wakeups,
 )
-from orchestrator.store import ingest
+from orchestrator.store import ingest, lost
 from orchestrator.store import schema as t
 from orchestrator.store.txn import Tx
 
@@ -39,7 +41,7 @@ def fire(tx: Tx, now_ms: int, since_ms: int) -> TimerResult:
             apps.add(app)
             timed_out += 1
     expired = tx.conn.execute(
-        select(r.c.id, r.c.app_id, r.c.worker_id)
+        select(r.c.id, r.c.app_id, r.c.worker_id, r.c.retries, r.c.lost_attempts)
         .where(r.c.state == RunState.LEASED, r.c.lease_expires_ms <= now_ms)
         .order_by(r.c.lease_expires_ms)
         .limit(TIMER_BATCH)
@@ -47,6 +49,12 @@ def fire(tx: Tx, now_ms: int, since_ms: int) -> TimerResult:
     ).all()
     transitions.require(RunState.LEASED, RunState.READY)
     for run in expired:
+        if _lost_attempts_exhaust_retries(tx, run.id, run.lost_attempts + 1, run.retries):
+            if lost.fail_run(tx, run.id, run.lost_attempts + 1, now_ms):
+                tx.log("lease.expired", run_id=run.id, worker_id=run.worker_id, run_failed=True)
+            continue
+        # The attempt in progress is lost with its worker: it counts (charged to the in-flight
+        # step by the run's next outcome), unlike a clean ReleaseWork.
         done = tx.conn.execute(
             update(r)
             .where(r.c.id == run.id, r.c.state == RunState.LEASED, r.c.lease_expires_ms <= now_ms)
@@ -56,11 +64,14 @@ def fire(tx: Tx, now_ms: int, since_ms: int) -> TimerResult:
                 lease_id=None,
                 lease_expires_ms=None,
                 worker_id=None,
+                lost_attempts=r.c.lost_attempts + 1,
             )
         )
         if done.rowcount == 1:
             apps.add(run.app_id)
-            tx.log("lease.expired", run_id=run.id, worker_id=run.worker_id)
+            tx.log(
+                "lease.expired", run_id=run.id, worker_id=run.worker_id, lost_attempts=run.lost_attempts + 1
+            )
     became_ready = tx.conn.scalars(
         select(r.c.app_id)
         .where(
@@ -76,6 +87,22 @@ def fire(tx: Tx, now_ms: int, since_ms: int) -> TimerResult:
         expired_leases=len(expired),
         wakeups=Wakeups(ready_apps=frozenset(apps)),
     )
+
+
+def _lost_attempts_exhaust_retries(tx: Tx, run_id: str, lost_attempts: int, retries: int) -> bool:
+    """Whether handing the run out again could start user code a (retries+2)th time.
+
+    The code that was in flight is the first step not yet completed (determinism): a step retrying
+    after failures if there is one, else a step not recorded yet or code outside steps, whose
+    attempts so far are only the lost ones. Conservative: a worker that died while replaying
+    memoized steps, or before a sleep or a wait, is charged too."""
+    s = t.steps
+    failed = tx.conn.scalar(
+        select(s.c.failed_attempts).where(
+            s.c.run_id == run_id, s.c.kind == StepKind.RUN, s.c.status == StepStatus.RUNNING
+        )
+    )
+    return int(failed or 0) + lost_attempts > retries
 
 
 def queue_depth(tx: Tx, now_ms: int) -> int:

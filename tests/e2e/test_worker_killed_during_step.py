@@ -34,8 +34,14 @@ def test_worker_killed_during_step_another_worker_finishes(
     assert done.output == {"imported": 3}
     assert [s.id for s in done.steps] == list(seed.APPROVED_STEPS)
     assert all(s.status == "completed" for s in done.steps)
-    # The killed attempt never reported anything: the step's record shows the one that succeeded.
-    assert step(done, "enrich").attempts == 1
+    # The killed attempt never reported anything, yet it used an attempt: the step's history shows it
+    # lost with its worker, then the one that succeeded.
+    enrich = step(done, "enrich")
+    assert enrich.attempts == 2
+    assert [(a.failed, a.error.name if a.error else None) for a in enrich.history] == [
+        (True, "AttemptLost"),
+        (False, None),
+    ]
     assert step(done, "validate-upload").attempts == 1
     assert state_dir.count("validate_csv") == 1
     assert state_dir.count("send_success_email") == 1

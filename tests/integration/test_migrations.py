@@ -88,13 +88,41 @@ def test_upgrade_from_the_previous_revision(empty_db_url: str, previous: str | N
     assert _schema_differences(empty_db_url) == []
 
 
-def test_a_database_made_before_migrations_is_adopted(empty_db_url: str) -> None:
+def test_runs_made_before_lost_attempts_existed_have_none(empty_db_url: str) -> None:
+    _upgrade_to(empty_db_url, "0001")
     engine = create_engine(empty_db_url)
-    schema.metadata.create_all(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO events (id, name, data, ts_ms, received_ms) VALUES ('e', 'a/b', '{}', 1, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, app_id, function_id, event_seq, event_id, status, state,"
+                    " available_at_ms, retries, body_attempts, event_mark, step_count, created_ms)"
+                    " SELECT 'r', 'crm', 'f', seq, id, 'running', 'ready', 1, 4, 0, seq, 0, 1 FROM events"
+                )
+            )
+        factory.open_store(empty_db_url).close()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id, lost_attempts FROM runs")).all() == [("r", 0)]
+    finally:
+        engine.dispose()
+
+
+def test_a_database_made_before_migrations_is_adopted(empty_db_url: str) -> None:
+    # Those releases made the baseline revision's tables (create_all) and recorded no revision.
+    _upgrade_to(empty_db_url, migrate.BASELINE)
+    engine = create_engine(empty_db_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
     engine.dispose()
     store = factory.open_store(empty_db_url)
     store.close()
     assert _revision(empty_db_url) == migrate.head()
+    assert _schema_differences(empty_db_url) == []
 
 
 def test_replicas_starting_together_migrate_once(empty_db_url: str) -> None:
