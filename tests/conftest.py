@@ -83,18 +83,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-# Modules whose tests use an orchestrator only as a backdrop for the CLI, the SDK or the API's input
-# validation: they exercise no store path the other scenarios do not, so they skip the PostgreSQL leg and
-# keep the whole suite within its time budget.
-SQLITE_ONLY_MODULES = frozenset(
-    {
-        "test_cli",
-        "test_node_example",
-        "test_rpc_bad_input",
-        "test_sdk_lease_heartbeat",
-        "test_sdk_worker_shutdown",
-    }
-)
+# Modules whose tests use an orchestrator only as a backdrop for a client surface (the CLI's rendering,
+# the Node example's wire calls): they exercise no store path the other scenarios do not, so they skip
+# the PostgreSQL leg and keep the whole suite within its time budget.
+SQLITE_ONLY_MODULES = frozenset({"test_cli", "test_node_example"})
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
