@@ -1,10 +1,18 @@
-"""The orchestrator's async facade: store calls off the event loop, long polls and wake-ups.
+"""The orchestrator's async facade: store calls, long polls and wake-ups.
 
-The API layer calls this with validated domain requests; this layer calls the synchronous store in
-a dedicated thread pool (one thread for SQLite, whose single writer would serialise them anyway,
-and which also serialises wait registration against event ingest), then turns what the store
-reports into wake-ups: parked polls of an app are woken when its work may exist, and the scheduler
-is poked when a nearer deadline appears.
+The API layer calls this with validated domain requests; this layer calls the synchronous store,
+then turns what the store reports into wake-ups: parked polls of an app are woken when its work may
+exist, and the scheduler is poked when a nearer deadline appears.
+
+Where store calls run depends on the store (``Store.inline``). SQLite's are short local
+transactions: they run right on the event loop, one at a time, which also serialises wait
+registration against event ingest. Handing them to a thread would cost more than the transaction
+(a thread hop, and the GIL passed back and forth while the loop serves RPCs). And they are group
+committed: the calls made during one turn of the loop (the RPCs that arrived together) run at the
+start of the next turn in one transaction, each in its own savepoint, and every caller is answered
+after the one commit. Only reads that may be long (GetRun, ListRuns) go to a thread with a
+connection of their own. PostgreSQL's calls wait on the network, so they all run in a pool of
+threads, one transaction each.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from orchestrator import clock, logs, metrics, observability, tracing
+from orchestrator import clock, errors, logs, metrics, observability, tracing
 from orchestrator.config import Settings
 from orchestrator.engine.model import (
     ClaimResult,
@@ -55,6 +63,10 @@ class Orchestrator:
         self._store = store
         self._settings = settings
         self._lease_ms = clock.duration_ms(seconds=settings.lease_seconds)
+        self._inline = store.inline
+        self._inline_reads = store.inline and store.inline_reads
+        # Inline store calls waiting for the next group commit, with the futures of their callers.
+        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._executor = ThreadPoolExecutor(
             max_workers=store.max_concurrency, thread_name_prefix="orchestrator-store"
         )
@@ -91,7 +103,54 @@ class Orchestrator:
         return self._store
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Runs a blocking store call in the store's thread pool."""
+        """Runs a store call and returns once it is committed: in the next group commit for an
+        inline store, else in the store's thread pool."""
+        loop = asyncio.get_running_loop()
+        if not self._inline:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((functools.partial(fn, *args, **kwargs), future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._commit_pending)
+        return await future
+
+    def _commit_pending(self) -> None:
+        """Runs the pending inline calls in one transaction, then answers each caller."""
+        batch, self._pending = self._pending, []
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            with self._store.grouped():
+                for call, future in batch:
+                    if future.cancelled():
+                        continue  # its caller went away before anything was done: skip it
+                    try:
+                        outcomes.append((future, call(), None))
+                    except Exception as exc:  # this call's savepoint rolled back; the rest go on
+                        outcomes.append((future, None, exc))
+        except Exception as exc:
+            # The commit failed: none of the calls took effect, so none may be reported done.
+            failure = exc if isinstance(exc, errors.OrchestratorError) else errors.StoreUnavailable(
+                f"database unavailable: {exc}"
+            )
+            if not isinstance(exc, errors.OrchestratorError):
+                logger.exception("group commit failed")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        for future, value, error in outcomes:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    async def read(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Runs a store read that may be long in the store's thread pool, off the loop (inline only
+        where the store's one connection is shared)."""
+        if self._inline_reads:
+            return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
@@ -102,7 +161,7 @@ class Orchestrator:
             self.observer.leases_expired(result.expired_leases)
             if self.observer.metrics.enabled:
                 # Once per scheduler pass, and only with metrics on: one indexed count.
-                depth = await self.call(self._store.queue_depth, now_ms=clock.now_ms())
+                depth = await self.read(self._store.queue_depth, now_ms=clock.now_ms())
                 self.observer.metrics.queue_depth = depth
         return result
 
@@ -152,6 +211,16 @@ class Orchestrator:
     async def _claim(
         self, app_id: str, function_ids: Sequence[str], worker_id: str, max_items: int
     ) -> ClaimResult:
+        if self._inline:
+            # No await between the claim and the reply: a poller going away cannot strand its runs.
+            return self._store.claim_work(
+                app_id=app_id,
+                function_ids=function_ids,
+                worker_id=worker_id,
+                max_items=max_items,
+                now_ms=clock.now_ms(),
+                lease_ms=self._lease_ms,
+            )
         claim = functools.partial(
             self._store.claim_work,
             app_id=app_id,
@@ -213,17 +282,17 @@ class Orchestrator:
     async def get_run(self, run_id: str) -> RunView:
         """One run with its steps."""
         start_ns = observability.now_ns()
-        view = await self.call(self._store.get_run, run_id)
+        view = await self.read(self._store.get_run, run_id)
         self.observer.run_read(run_id, start_ns=start_ns, end_ns=observability.now_ns())
         return view
 
     async def _read_run(self, run_id: str) -> RunView:
         # The observer's own reads: not a GetRun call, so no span of their own.
-        return await self.call(self._store.get_run, run_id)
+        return await self.read(self._store.get_run, run_id)
 
     async def list_runs(self, run_filter: RunFilter) -> list[RunView]:
         """Runs, newest first."""
-        return await self.call(self._store.list_runs, run_filter)
+        return await self.read(self._store.list_runs, run_filter)
 
     async def cancel_run(self, run_id: str) -> RunView:
         """Cancels a run that has not ended."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from orchestrator.engine import model
@@ -20,6 +21,25 @@ class Store(Protocol):
     @property
     def max_concurrency(self) -> int:
         """How many threads may call the store at once (1 for SQLite: it has a single writer)."""
+        ...
+
+    @property
+    def inline(self) -> bool:
+        """True when the store's calls are short local transactions that callers run on their own
+        thread, one at a time (SQLite: a thread hop costs more than the transaction); False when they
+        wait on a network and belong in a pool of ``max_concurrency`` threads (PostgreSQL)."""
+        ...
+
+    @property
+    def inline_reads(self) -> bool:
+        """With ``inline``: whether reads (``get_run``, ``list_runs``) must run inline too (one
+        shared in-memory connection); otherwise they may run on another thread, concurrently."""
+        ...
+
+    def grouped(self) -> AbstractContextManager[None]:
+        """Group commit (inline stores): the calls made inside share one transaction, each in a
+        savepoint (a call that raises leaves nothing behind), committed at the exit. When the commit
+        fails it raises, and none of the calls took effect."""
         ...
 
     @property

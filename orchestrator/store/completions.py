@@ -6,9 +6,8 @@ its attempt history and the run's next scheduling state, and builds the reply.""
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 
 from orchestrator import clock, errors
 from orchestrator.engine import limits, matching, retries, transitions
@@ -35,14 +34,155 @@ from orchestrator.engine.model import (
 )
 from orchestrator.store import ingest, lost, txn
 from orchestrator.store import schema as t
+from orchestrator.store.prepared import Prepared
 from orchestrator.store.txn import AnyRow, Tx
 
 SCAN_BATCH = 500  # events per query when a new wait scans the backlog after the run's mark
 
+_r, _s = t.runs, t.steps
+# The run row, locked, with the columns of the step the completion is for (NULL when not recorded):
+# one read decides every outcome, and the lock serialises completions of one run across replicas.
+_RUN_AND_STEP = Prepared(
+    select(
+        _r,
+        _s.c.kind.label("step_kind"),
+        _s.c.status.label("step_status"),
+        _s.c.output.label("step_output"),
+        _s.c.failed_attempts.label("step_failed_attempts"),
+        _s.c.wake_ms.label("step_wake_ms"),
+    )
+    .select_from(_r.outerjoin(_s, and_(_s.c.run_id == _r.c.id, _s.c.step_id == bindparam("step_id"))))
+    .where(_r.c.id == bindparam("run_id"))
+    .with_for_update(of=_r)
+)
+_STEP_COLUMNS = (
+    "run_id", "step_id", "position", "kind", "status", "failed_attempts", "output", "error_name",
+    "error_message", "error_stack", "started_ms", "ended_ms", "wake_ms", "wait_event", "wait_match",
+    "resumed_by_event_id", "recorded_lease_id",
+)
+_INSERT_STEP = Prepared(insert(_s).values({name: bindparam(name) for name in _STEP_COLUMNS}))
+_STEP_KEY = and_(_s.c.run_id == bindparam("run_id"), _s.c.step_id == bindparam("step_id"))
+# A step.run recorded after failed attempts; the guard on status makes "recorded at most once" a
+# property of this statement, not only of the run-row lock.
+_STEP_SUCCEEDED = Prepared(
+    update(_s)
+    .where(_STEP_KEY, _s.c.status != StepStatus.COMPLETED)
+    .values(
+        status=StepStatus.COMPLETED,
+        output=bindparam("output"),
+        ended_ms=bindparam("ended_ms"),
+        recorded_lease_id=bindparam("lease_id"),
+        failed_attempts=bindparam("failed_attempts"),
+        # The failed attempts keep their errors in the attempt history; the step's own error is
+        # only its final one, and a step that succeeded has none.
+        error_name=None,
+        error_message=None,
+        error_stack=None,
+    )
+)
+_STEP_FAILED_ATTEMPT = Prepared(
+    update(_s)
+    .where(_STEP_KEY)
+    .values(
+        status=bindparam("status"),
+        failed_attempts=bindparam("failed_attempts"),
+        recorded_lease_id=bindparam("lease_id"),
+        ended_ms=bindparam("ended_ms"),
+        error_name=bindparam("error_name"),
+        error_message=bindparam("error_message"),
+        error_stack=bindparam("error_stack"),
+    )
+)
+_SLEEP_ELAPSED = Prepared(
+    update(_s)
+    .where(_STEP_KEY)
+    .values(status=StepStatus.COMPLETED, output="null", ended_ms=bindparam("ended_ms"))
+)
+# The run goes on under the same lease: its next step's position and the extended lease; with a step
+# committed, its event mark moves to the newest event.
+_CONTINUE = Prepared(
+    update(_r)
+    .where(_r.c.id == bindparam("run_id"))
+    .values(step_count=bindparam("step_count"), lease_expires_ms=bindparam("lease_expires_ms"))
+)
+_CONTINUE_COMMITTED = Prepared(
+    update(_r)
+    .where(_r.c.id == bindparam("run_id"))
+    .values(
+        step_count=bindparam("step_count"),
+        lease_expires_ms=bindparam("lease_expires_ms"),
+        event_mark=txn.NEWEST_SEQ,
+    )
+)
+_LET_GO_COLUMNS = dict(lease_id=None, lease_expires_ms=None, worker_id=None)
+_LET_GO_WHERE = (_r.c.id == bindparam("run_id"), _r.c.lease_id == bindparam("current_lease"))
+# The run leaves the worker (the reply is STOP) and the lease ends: ready again later, parked on a
+# wait, or ended.
+_LET_GO_READY = Prepared(
+    update(_r)
+    .where(*_LET_GO_WHERE)
+    .values(
+        state=RunState.READY,
+        last_stop_lease_id=bindparam("current_lease"),
+        step_count=bindparam("step_count"),
+        available_at_ms=bindparam("available_at_ms"),
+        body_attempts=bindparam("body_attempts"),
+        **_LET_GO_COLUMNS,
+    )
+)
+_LET_GO_PARKED = Prepared(
+    update(_r)
+    .where(*_LET_GO_WHERE)
+    .values(
+        state=RunState.PARKED,
+        last_stop_lease_id=bindparam("current_lease"),
+        step_count=bindparam("step_count"),
+        **_LET_GO_COLUMNS,
+    )
+)
+_LET_GO_ENDED = Prepared(
+    update(_r)
+    .where(*_LET_GO_WHERE)
+    .values(
+        state=RunState.ENDED,
+        last_stop_lease_id=bindparam("current_lease"),
+        step_count=bindparam("step_count"),
+        body_attempts=bindparam("body_attempts"),
+        status=bindparam("status"),
+        output=bindparam("output"),
+        ended_ms=bindparam("ended_ms"),
+        error_name=bindparam("error_name"),
+        error_message=bindparam("error_message"),
+        error_stack=bindparam("error_stack"),
+        **_LET_GO_COLUMNS,
+    )
+)
+_RESET_LOST = Prepared(update(_r).where(_r.c.id == bindparam("run_id")).values(lost_attempts=0))
+_TRIGGER = Prepared(select(t.events).where(t.events.c.seq == bindparam("seq")))
+_BACKLOG = Prepared(
+    select(t.events)
+    .where(t.events.c.name == bindparam("name"), t.events.c.seq > bindparam("after"))
+    .order_by(t.events.c.seq)
+    .limit(SCAN_BATCH)
+)
+_INSERT_WAIT = Prepared(
+    insert(t.waits).values(
+        {
+            name: bindparam(name)
+            for name in (
+                "run_id", "step_id", "event_name", "match_path", "match_value", "match_hash", "expires_ms",
+            )
+        }
+        | {"status": WaitStatus.WAITING}
+    )
+)
+
 
 def complete(tx: Tx, c: Completion, now_ms: int, lease_ms: int) -> CompletionResult:
     """Records one outcome reported under the run's current lease and decides what comes next."""
-    run = txn.locked_run(tx, c.run_id)
+    run = _RUN_AND_STEP.run(tx, run_id=c.run_id, step_id=c.step_id).first()
+    if run is None:
+        raise errors.NotFound(f"run {c.run_id} not found")
     if run.lease_id != c.lease_id:
         if run.last_stop_lease_id == c.lease_id:
             # A repeat of the completion that let the run go (its reply was lost): same answer.
@@ -72,21 +212,23 @@ def _take_lost_attempts(tx: Tx, run: AnyRow, outcome: object) -> int:
     lost_n = int(run.lost_attempts)
     if lost_n == 0:
         return 0
-    tx.conn.execute(update(t.runs).where(t.runs.c.id == run.id).values(lost_attempts=0))
+    _RESET_LOST.run(tx, run_id=run.id)
     if not isinstance(outcome, StepOutput | StepError | RunFailed):
         # A sleep, a wait, a send or the run's return runs no user code that retries could bound.
         tx.log("lost_attempts.dropped", run_id=run.id, step_id=None, lost_attempts=lost_n)
     return lost_n
 
 
-def _existing_step(tx: Tx, run: AnyRow, step_id: str, kind: StepKind) -> AnyRow | None:
-    s = t.steps
-    step = tx.conn.execute(select(s).where(s.c.run_id == run.id, s.c.step_id == step_id)).first()
-    if step is not None and step.kind != kind:
+def _recorded(run: AnyRow, step_id: str, kind: StepKind) -> bool:
+    """Whether the completion's step is already recorded (read with the run); a recorded step of
+    another kind is a conflict."""
+    if run.step_kind is None:
+        return False
+    if run.step_kind != kind:
         raise errors.StepConflict(
-            f"step {step_id} of run {run.id} is recorded as a {step.kind} step, not a {kind} step"
+            f"step {step_id} of run {run.id} is recorded as a {run.step_kind} step, not a {kind} step"
         )
-    return step
+    return True
 
 
 def _next_position(run: AnyRow, max_steps: int) -> int:
@@ -105,100 +247,98 @@ def _insert_step(
     kind: StepKind,
     status: StepStatus,
     now_ms: int,
-    **values: Any,
-) -> None:
+    *,
+    output: str | None = None,
+    failed_attempts: int = 0,
+    wake_ms: int | None = None,
+    wait_event: str | None = None,
+    wait_match: str | None = None,
+    resumed_by_event_id: str | None = None,
+) -> int:
+    """Records a new step at the run's next position; returns the run's new step count (the run's own
+    row is written once, by whatever decides what the run does next)."""
     position = _next_position(run, c.max_steps)
     started = c.started_ms or now_ms
     ended = (c.ended_ms or now_ms) if status == StepStatus.COMPLETED else None
-    tx.conn.execute(
-        insert(t.steps).values(
-            run_id=run.id,
-            step_id=c.step_id,
-            position=position,
-            kind=kind,
-            status=status,
-            failed_attempts=0,
-            started_ms=started,
-            ended_ms=ended,
-            recorded_lease_id=c.lease_id,
-            **values,
-        )
+    _INSERT_STEP.run(
+        tx,
+        run_id=run.id,
+        step_id=c.step_id,
+        position=position,
+        kind=kind,
+        status=status,
+        failed_attempts=failed_attempts,
+        output=output,
+        error_name=None,
+        error_message=None,
+        error_stack=None,
+        started_ms=started,
+        ended_ms=ended,
+        wake_ms=wake_ms,
+        wait_event=wait_event,
+        wait_match=wait_match,
+        resumed_by_event_id=resumed_by_event_id,
+        recorded_lease_id=c.lease_id,
     )
-    tx.conn.execute(update(t.runs).where(t.runs.c.id == run.id).values(step_count=t.runs.c.step_count + 1))
     if kind != StepKind.RUN:
         # Sleeps, waits and sends have exactly one attempt; it ends when the step completes.
         txn.insert_attempt(tx, run.id, c.step_id, 0, started, ended, c.lease_id, None)
+    return position + 1
 
 
 def _continue_run(
-    tx: Tx, run: AnyRow, now_ms: int, lease_ms: int, output_json: str, *, committed: bool
+    tx: Tx, run: AnyRow, now_ms: int, lease_ms: int, output_json: str, *, step_count: int | None = None
 ) -> CompletionResult:
-    """The run goes on under the same lease, extended. ``committed``: a step was just
-    committed, so the run's event mark moves to the newest event."""
-    r = t.runs
+    """The run goes on under the same lease, extended. ``step_count``: a step was just committed
+    (the run's new step count), so the run's event mark moves to the newest event."""
     expires = max(now_ms + lease_ms, run.lease_expires_ms or 0)
-    values: dict[str, Any] = {"lease_expires_ms": expires}
-    if committed:
-        values["event_mark"] = txn.max_seq(tx)
     transitions.require(RunState.LEASED, RunState.LEASED)
-    tx.conn.execute(update(r).where(r.c.id == run.id).values(**values))
+    statement = _CONTINUE if step_count is None else _CONTINUE_COMMITTED
+    count = run.step_count if step_count is None else step_count
+    statement.run(tx, run_id=run.id, step_count=count, lease_expires_ms=expires)
     return CompletionResult(Directive.CONTINUE, output_json, expires)
 
 
-def _let_go(tx: Tx, run: AnyRow, lease_id: str, state: RunState, **values: Any) -> None:
-    """The run leaves the worker (the reply is STOP): it becomes ``state`` and the lease ends."""
-    r = t.runs
-    transitions.require(RunState(run.state), state)
-    tx.conn.execute(
-        update(r)
-        .where(r.c.id == run.id, r.c.lease_id == lease_id)
-        .values(
-            state=state,
-            lease_id=None,
-            lease_expires_ms=None,
-            worker_id=None,
-            last_stop_lease_id=lease_id,
-            **values,
-        )
+def _let_go_ready(
+    tx: Tx, run: AnyRow, lease_id: str, step_count: int, ready_at_ms: int, body_attempts: int
+) -> None:
+    """The run leaves the worker (the reply is STOP) to be handed out again at ``ready_at_ms``."""
+    transitions.require(RunState(run.state), RunState.READY)
+    _LET_GO_READY.run(
+        tx,
+        run_id=run.id,
+        current_lease=lease_id,
+        step_count=step_count,
+        available_at_ms=ready_at_ms,
+        body_attempts=body_attempts,
     )
 
 
 def _step_output(
     tx: Tx, run: AnyRow, c: Completion, outcome: StepOutput, now_ms: int, lease_ms: int, lost_n: int
 ) -> CompletionResult:
-    s = t.steps
-    step = _existing_step(tx, run, c.step_id, StepKind.RUN)
-    if step is not None and step.status == StepStatus.COMPLETED:
+    if _recorded(run, c.step_id, StepKind.RUN) and run.step_status == StepStatus.COMPLETED:
         # Recorded already (a repeated completion, or a re-run after a lost reply): the first
         # result stands and is the answer.
         tx.log("completion.duplicate", run_id=run.id, step_id=c.step_id)
-        return _continue_run(tx, run, now_ms, lease_ms, step.output, committed=False)
-    if step is None:
-        _insert_step(tx, run, c, StepKind.RUN, StepStatus.COMPLETED, now_ms, output=outcome.output_json)
+        return _continue_run(tx, run, now_ms, lease_ms, run.step_output)
+    if run.step_kind is None:
         attempt = lost_n
-        if lost_n:
-            tx.conn.execute(
-                update(s).where(s.c.run_id == run.id, s.c.step_id == c.step_id).values(failed_attempts=lost_n)
-            )
+        step_count = _insert_step(
+            tx, run, c, StepKind.RUN, StepStatus.COMPLETED, now_ms, output=outcome.output_json,
+            failed_attempts=lost_n,
+        )
     else:
-        attempt = step.failed_attempts + lost_n
-        # The guard on status makes "recorded at most once" a property of this statement, not only of
-        # the run-row lock above (the insert branch has the primary key for that).
-        written = tx.conn.execute(
-            update(s)
-            .where(s.c.run_id == run.id, s.c.step_id == c.step_id, s.c.status != StepStatus.COMPLETED)
-            .values(
-                status=StepStatus.COMPLETED,
-                output=outcome.output_json,
-                ended_ms=c.ended_ms or now_ms,
-                recorded_lease_id=c.lease_id,
-                failed_attempts=attempt,
-                # The failed attempts keep their errors in the attempt history; the step's own
-                # error is only its final one, and a step that succeeded has none.
-                error_name=None,
-                error_message=None,
-                error_stack=None,
-            )
+        attempt = run.step_failed_attempts + lost_n
+        step_count = run.step_count
+        written = _STEP_SUCCEEDED.run(
+            tx,
+            run_id=run.id,
+            step_id=c.step_id,
+            output=outcome.output_json,
+            ended_ms=c.ended_ms or now_ms,
+            lease_id=c.lease_id,
+            failed_attempts=attempt,
         )
         if written.rowcount != 1:
             raise errors.StepConflict(f"step {c.step_id} of run {run.id} was recorded concurrently")
@@ -207,19 +347,18 @@ def _step_output(
         tx, run.id, c.step_id, attempt, c.started_ms or now_ms, c.ended_ms or now_ms, c.lease_id, None
     )
     tx.log("step.completed", run_id=run.id, step_id=c.step_id, kind=StepKind.RUN, attempt=attempt)
-    return _continue_run(tx, run, now_ms, lease_ms, outcome.output_json, committed=True)
+    return _continue_run(tx, run, now_ms, lease_ms, outcome.output_json, step_count=step_count)
 
 
 def _step_error(
     tx: Tx, run: AnyRow, c: Completion, outcome: StepError, now_ms: int, lease_ms: int, lost_n: int
 ) -> CompletionResult:
-    s = t.steps
-    step = _existing_step(tx, run, c.step_id, StepKind.RUN)
-    if step is not None and step.status == StepStatus.COMPLETED:
+    recorded = _recorded(run, c.step_id, StepKind.RUN)
+    if recorded and run.step_status == StepStatus.COMPLETED:
         tx.log("completion.duplicate", run_id=run.id, step_id=c.step_id)
-        return _continue_run(tx, run, now_ms, lease_ms, step.output, committed=False)
+        return _continue_run(tx, run, now_ms, lease_ms, run.step_output)
     # This attempt's number: after the failed ones and those lost with their workers.
-    attempt = (step.failed_attempts if step is not None else 0) + lost_n
+    attempt = (run.step_failed_attempts if recorded else 0) + lost_n
     decision = retries.decide_retry(
         failed_attempts=attempt + 1,
         retries=run.retries,
@@ -229,16 +368,19 @@ def _step_error(
     )
     status = StepStatus.RUNNING if decision.retry else StepStatus.FAILED
     error = outcome.error if decision.retry else lost.exhausted_error(outcome.error, lost_n)
-    columns = {
-        "status": status,
-        "failed_attempts": attempt + 1,
-        "recorded_lease_id": c.lease_id,
-        "ended_ms": None if decision.retry else (c.ended_ms or now_ms),
+    step_count = run.step_count
+    if not recorded:
+        step_count = _insert_step(tx, run, c, StepKind.RUN, StepStatus.RUNNING, now_ms)
+    _STEP_FAILED_ATTEMPT.run(
+        tx,
+        run_id=run.id,
+        step_id=c.step_id,
+        status=status,
+        failed_attempts=attempt + 1,
+        lease_id=c.lease_id,
+        ended_ms=None if decision.retry else (c.ended_ms or now_ms),
         **txn.error_columns(error),
-    }
-    if step is None:
-        _insert_step(tx, run, c, StepKind.RUN, StepStatus.RUNNING, now_ms)
-    tx.conn.execute(update(s).where(s.c.run_id == run.id, s.c.step_id == c.step_id).values(**columns))
+    )
     lost.record(tx, run.id, c.step_id, attempt - lost_n, lost_n, c.started_ms or now_ms)
     txn.insert_attempt(
         tx,
@@ -252,7 +394,7 @@ def _step_error(
     )
     if decision.retry:
         ready_at = now_ms + decision.delay_ms
-        _let_go(tx, run, c.lease_id, RunState.READY, available_at_ms=ready_at)
+        _let_go_ready(tx, run, c.lease_id, step_count, ready_at, run.body_attempts)
         tx.log(
             "step.retry_scheduled",
             run_id=run.id,
@@ -271,7 +413,7 @@ def _step_error(
         error=outcome.error.name,
         lost_attempts=lost_n,
     )
-    _end_run(tx, run, c.lease_id, RunStatus.FAILED, now_ms, error=error)
+    _end_run(tx, run, c.lease_id, RunStatus.FAILED, now_ms, step_count=step_count, error=error)
     return CompletionResult(Directive.STOP)
 
 
@@ -284,31 +426,28 @@ def _wakeups_at(run: AnyRow, ready_at_ms: int, now_ms: int) -> Wakeups:
 def _sleep(
     tx: Tx, run: AnyRow, c: Completion, outcome: Sleep, now_ms: int, lease_ms: int
 ) -> CompletionResult:
-    s = t.steps
-    step = _existing_step(tx, run, c.step_id, StepKind.SLEEP)
-    if step is not None and step.status == StepStatus.COMPLETED:
-        return _continue_run(tx, run, now_ms, lease_ms, "null", committed=False)
+    recorded = _recorded(run, c.step_id, StepKind.SLEEP)
+    if recorded and run.step_status == StepStatus.COMPLETED:
+        return _continue_run(tx, run, now_ms, lease_ms, "null")
     # A sleep already recorded keeps its wake time (_sleep(timedelta) would compute another).
-    until = step.wake_ms if step is not None else outcome.until_ms
+    until = run.step_wake_ms if recorded else outcome.until_ms
     if until <= now_ms:
-        if step is None:
-            _insert_step(
+        if not recorded:
+            step_count = _insert_step(
                 tx, run, c, StepKind.SLEEP, StepStatus.COMPLETED, now_ms, output="null", wake_ms=until
             )
         else:
-            tx.conn.execute(
-                update(s)
-                .where(s.c.run_id == run.id, s.c.step_id == c.step_id)
-                .values(status=StepStatus.COMPLETED, output="null", ended_ms=now_ms)
-            )
+            step_count = run.step_count
+            _SLEEP_ELAPSED.run(tx, run_id=run.id, step_id=c.step_id, ended_ms=now_ms)
             txn.end_attempt(tx, run.id, c.step_id, now_ms)
         tx.log("step.completed", run_id=run.id, step_id=c.step_id, kind=StepKind.SLEEP)
-        return _continue_run(tx, run, now_ms, lease_ms, "null", committed=True)
-    if step is None:
-        _insert_step(tx, run, c, StepKind.SLEEP, StepStatus.SLEEPING, now_ms, wake_ms=until)
+        return _continue_run(tx, run, now_ms, lease_ms, "null", step_count=step_count)
+    step_count = run.step_count
+    if not recorded:
+        step_count = _insert_step(tx, run, c, StepKind.SLEEP, StepStatus.SLEEPING, now_ms, wake_ms=until)
     # A sleeping run is simply ready in the future: the claim that takes it after ``until``
     # completes the sleep step.
-    _let_go(tx, run, c.lease_id, RunState.READY, available_at_ms=until)
+    _let_go_ready(tx, run, c.lease_id, step_count, until, run.body_attempts)
     tx.log("step.sleeping", run_id=run.id, step_id=c.step_id, until=clock.from_ms(until).isoformat())
     return CompletionResult(Directive.STOP, wakeups=Wakeups(deadline_ms=until))
 
@@ -316,19 +455,13 @@ def _sleep(
 def _wait(
     tx: Tx, run: AnyRow, c: Completion, outcome: WaitForEvent, now_ms: int, lease_ms: int
 ) -> CompletionResult:
-    step = _existing_step(tx, run, c.step_id, StepKind.WAIT_FOR_EVENT)
-    if step is not None:
-        if step.status == StepStatus.COMPLETED:
-            return _continue_run(tx, run, now_ms, lease_ms, step.output, committed=False)
+    if _recorded(run, c.step_id, StepKind.WAIT_FOR_EVENT):
+        if run.step_status == StepStatus.COMPLETED:
+            return _continue_run(tx, run, now_ms, lease_ms, run.step_output)
         raise errors.FailedPrecondition(f"step {c.step_id} of run {run.id} is already waiting")
-    trigger = txn.events_by_seq(tx, [run.event_seq])[run.event_seq]
-    trigger_obj = matching.event_object(trigger.id, trigger.name, trigger.data_json, trigger.ts_ms)
+    trigger = _TRIGGER.run(tx, seq=run.event_seq).one()
+    trigger_obj = matching.event_object(trigger.id, trigger.name, trigger.data, trigger.ts_ms)
     value = matching.match_value(trigger_obj, outcome.match)
-    wait_columns = {
-        "wake_ms": outcome.timeout_ms,
-        "wait_event": outcome.event,
-        "wait_match": outcome.match,
-    }
     tx.dialect.lock_for_wait_registration(tx.conn, outcome.event)
     found = _find_backlog_event(tx, outcome, value, run.event_mark)
     if found is not None or outcome.timeout_ms <= now_ms:
@@ -337,7 +470,7 @@ def _wait(
             if found is not None
             else "null"
         )
-        _insert_step(
+        step_count = _insert_step(
             tx,
             run,
             c,
@@ -346,27 +479,38 @@ def _wait(
             now_ms,
             output=output,
             resumed_by_event_id=found.id if found else None,
-            **wait_columns,
+            wake_ms=outcome.timeout_ms,
+            wait_event=outcome.event,
+            wait_match=outcome.match,
         )
         if found is not None:
             tx.log("wait.matched", run_id=run.id, step_id=c.step_id, event_id=found.id, backlog=True)
         else:
             tx.log("wait.timed_out", run_id=run.id, step_id=c.step_id)
-        return _continue_run(tx, run, now_ms, lease_ms, output, committed=True)
-    _insert_step(tx, run, c, StepKind.WAIT_FOR_EVENT, StepStatus.WAITING, now_ms, **wait_columns)
-    tx.conn.execute(
-        insert(t.waits).values(
-            run_id=run.id,
-            step_id=c.step_id,
-            event_name=outcome.event,
-            match_path=outcome.match,
-            match_value=value,
-            match_hash=txn.hash_value(value),
-            expires_ms=outcome.timeout_ms,
-            status=WaitStatus.WAITING,
-        )
+        return _continue_run(tx, run, now_ms, lease_ms, output, step_count=step_count)
+    step_count = _insert_step(
+        tx,
+        run,
+        c,
+        StepKind.WAIT_FOR_EVENT,
+        StepStatus.WAITING,
+        now_ms,
+        wake_ms=outcome.timeout_ms,
+        wait_event=outcome.event,
+        wait_match=outcome.match,
     )
-    _let_go(tx, run, c.lease_id, RunState.PARKED)
+    _INSERT_WAIT.run(
+        tx,
+        run_id=run.id,
+        step_id=c.step_id,
+        event_name=outcome.event,
+        match_path=outcome.match,
+        match_value=value,
+        match_hash=txn.hash_value(value),
+        expires_ms=outcome.timeout_ms,
+    )
+    transitions.require(RunState(run.state), RunState.PARKED)
+    _LET_GO_PARKED.run(tx, run_id=run.id, current_lease=c.lease_id, step_count=step_count)
     tx.log(
         "step.waiting",
         run_id=run.id,
@@ -383,12 +527,9 @@ def _find_backlog_event(tx: Tx, outcome: WaitForEvent, value: str | None, mark: 
     trigger's (a bounded scan: the backlog since the run's last step is normally tiny)."""
     if value is None:
         return None
-    e = t.events
     after, scanned = mark, 0
     while scanned < limits.MAX_WAIT_BACKLOG_SCAN:
-        rows = tx.conn.execute(
-            select(e).where(e.c.name == outcome.event, e.c.seq > after).order_by(e.c.seq).limit(SCAN_BATCH)
-        ).all()
+        rows = _BACKLOG.run(tx, name=outcome.event, after=after).all()
         for row in rows:
             record = EventRecord(row.seq, row.id, row.name, row.data, row.ts_ms)
             obj = matching.event_object(record.id, record.name, record.data_json, record.ts_ms)
@@ -403,14 +544,13 @@ def _find_backlog_event(tx: Tx, outcome: WaitForEvent, value: str | None, mark: 
 def _send_events(
     tx: Tx, run: AnyRow, c: Completion, outcome: SendEvents, now_ms: int, lease_ms: int
 ) -> CompletionResult:
-    step = _existing_step(tx, run, c.step_id, StepKind.SEND_EVENT)
-    if step is not None:
+    if _recorded(run, c.step_id, StepKind.SEND_EVENT):
         # Sent already: exactly once, whatever the worker retries.
         tx.log("completion.duplicate", run_id=run.id, step_id=c.step_id)
-        return _continue_run(tx, run, now_ms, lease_ms, step.output, committed=False)
+        return _continue_run(tx, run, now_ms, lease_ms, run.step_output)
     ingested = ingest.ingest(tx, outcome.events, now_ms) if outcome.events else IngestResult((), ())
     output = json.dumps(list(ingested.ids))
-    _insert_step(tx, run, c, StepKind.SEND_EVENT, StepStatus.COMPLETED, now_ms, output=output)
+    step_count = _insert_step(tx, run, c, StepKind.SEND_EVENT, StepStatus.COMPLETED, now_ms, output=output)
     tx.log(
         "step.completed",
         run_id=run.id,
@@ -418,7 +558,7 @@ def _send_events(
         kind=StepKind.SEND_EVENT,
         events=len(ingested.ids),
     )
-    result = _continue_run(tx, run, now_ms, lease_ms, output, committed=True)
+    result = _continue_run(tx, run, now_ms, lease_ms, output, step_count=step_count)
     return CompletionResult(result.directive, result.output_json, result.lease_expires_ms, ingested.wakeups)
 
 
@@ -443,7 +583,7 @@ def _run_failed(
     )
     if decision.retry:
         ready_at = now_ms + decision.delay_ms
-        _let_go(tx, run, c.lease_id, RunState.READY, available_at_ms=ready_at, body_attempts=attempt + 1)
+        _let_go_ready(tx, run, c.lease_id, run.step_count, ready_at, attempt + 1)
         tx.log(
             "run.retry_scheduled",
             run_id=run.id,
@@ -471,21 +611,25 @@ def _end_run(
     status: RunStatus,
     now_ms: int,
     *,
+    step_count: int | None = None,
     output: str | None = None,
     error: ErrorInfo | None = None,
-    **values: Any,
+    body_attempts: int | None = None,
 ) -> None:
     txn.cancel_waits(tx, run.id)
-    _let_go(
+    transitions.require(RunState(run.state), RunState.ENDED)
+    _LET_GO_ENDED.run(
         tx,
-        run,
-        lease_id,
-        RunState.ENDED,
+        run_id=run.id,
+        current_lease=lease_id,
+        step_count=run.step_count if step_count is None else step_count,
+        body_attempts=run.body_attempts if body_attempts is None else body_attempts,
         status=status,
         output=output,
         ended_ms=now_ms,
-        **(txn.error_columns(error) if error else {}),
-        **values,
+        error_name=error.name if error else None,
+        error_message=error.message if error else None,
+        error_stack=error.stack if error else None,
     )
     duration_ms = now_ms - run.created_ms
     if status == RunStatus.COMPLETED:

@@ -10,6 +10,10 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine, Executable, Table
 from sqlalchemy.exc import DBAPIError
 
+# Execution option marking a connection whose transaction only reads (``SqlStore`` sets it), so a
+# dialect can begin it without taking a write lock.
+READ_ONLY = "orchestrator_read_only"
+
 
 class Dialect(Protocol):
     """Engine setup, concurrency and locking that differ between databases."""
@@ -17,6 +21,8 @@ class Dialect(Protocol):
     name: str
     # Threads that may run transactions at once.
     max_concurrency: int
+    # True: write transactions are short and local, and run on the caller's thread (see ``Store.inline``).
+    inline: bool
 
     def create_engine(self, url: str) -> Engine:
         """An engine configured for the orchestrator's access pattern."""

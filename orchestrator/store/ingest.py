@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from orchestrator import clock
 from orchestrator.engine import matching, transitions
@@ -23,7 +23,71 @@ from orchestrator.engine.model import (
 )
 from orchestrator.store import schema as t
 from orchestrator.store import txn
+from orchestrator.store.prepared import Prepared
 from orchestrator.store.txn import AnyRow, Tx
+
+_e, _r, _w, _s = t.events, t.runs, t.waits, t.steps
+_SEEN = Prepared(select(_e.c.id).where(_e.c.id.in_(bindparam("ids", expanding=True))), expanding=("ids",))
+# Many rows go through Core (one multi-row statement); one row, the common SendEvent, is prepared.
+_INSERT_EVENTS = insert(_e).returning(_e.c.seq, _e.c.id, sort_by_parameter_order=True)
+_EVENT_COLUMNS = ("id", "name", "data", "ts_ms", "received_ms")
+_INSERT_EVENT = Prepared(insert(_e).values({c: bindparam(c) for c in _EVENT_COLUMNS}).returning(_e.c.seq))
+_ft, _fn = t.function_triggers, t.functions
+_TRIGGERED = Prepared(
+    select(_ft.c.event_name, _fn.c.app_id, _fn.c.function_id, _fn.c.retries)
+    .select_from(_ft.join(_fn))
+    .where(_ft.c.event_name.in_(bindparam("names", expanding=True)))
+    .order_by(_fn.c.app_id, _fn.c.function_id),
+    expanding=("names",),
+)
+_INSERT_RUNS = insert(_r)
+_RUN_COLUMNS = (
+    "id", "app_id", "function_id", "event_seq", "event_id", "status", "state", "available_at_ms", "retries",
+    "body_attempts", "lost_attempts", "event_mark", "step_count", "created_ms",
+)
+_INSERT_RUN = Prepared(insert(_r).values({c: bindparam(c) for c in _RUN_COLUMNS}))
+# Open waits on these event names, one row per distinct match path.
+_WAITED_PATHS = Prepared(
+    select(_w.c.event_name, _w.c.match_path)
+    .where(_w.c.event_name.in_(bindparam("names", expanding=True)), _w.c.status == WaitStatus.WAITING)
+    .distinct(),
+    expanding=("names",),
+)
+_WAITS_MATCHING = Prepared(
+    select(_w.c.id, _w.c.run_id, _w.c.step_id, _w.c.match_value)
+    .where(
+        _w.c.event_name == bindparam("name"),
+        _w.c.status == WaitStatus.WAITING,
+        _w.c.match_path == bindparam("path"),
+        _w.c.match_hash == bindparam("hash"),
+    )
+    .order_by(_w.c.id)
+)
+_RESOLVE_WAIT = Prepared(
+    update(_w)
+    .where(_w.c.id == bindparam("wait_id"), _w.c.status == WaitStatus.WAITING)
+    .values(
+        status=bindparam("status"),
+        resolved_event_id=bindparam("resolved_event_id"),
+        resolved_ms=bindparam("resolved_ms"),
+    )
+)
+_WAIT_STEP_DONE = Prepared(
+    update(_s)
+    .where(_s.c.run_id == bindparam("run_id"), _s.c.step_id == bindparam("step_id"))
+    .values(
+        status=StepStatus.COMPLETED,
+        output=bindparam("output"),
+        ended_ms=bindparam("ended_ms"),
+        resumed_by_event_id=bindparam("resumed_by_event_id"),
+    )
+)
+_UNPARK = Prepared(
+    update(_r)
+    .where(_r.c.id == bindparam("run_id"), _r.c.state == RunState.PARKED)
+    .values(state=RunState.READY, available_at_ms=bindparam("available_at_ms"), event_mark=bindparam("mark"))
+    .returning(_r.c.app_id)
+)
 
 
 def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
@@ -31,7 +95,7 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
     trigger and resumes the waits they match."""
     tx.dialect.lock_for_ingest(tx.conn, [e.name for e in events])
     ids = [e.id or clock.new_id() for e in events]
-    seen = set(tx.conn.scalars(select(t.events.c.id).where(t.events.c.id.in_(set(ids)))))
+    seen = set(_SEEN.run(tx, ids=list(set(ids))).scalars())
     new_rows: list[dict[str, Any]] = []
     for event, event_id in zip(events, ids, strict=True):
         if event_id in seen:
@@ -49,31 +113,24 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
         )
     if not new_rows:
         return IngestResult(tuple(ids), ())
-    inserted = tx.conn.execute(
-        insert(t.events).returning(t.events.c.seq, t.events.c.id, sort_by_parameter_order=True),
-        new_rows,
-    )
-    seqs = {row.id: row.seq for row in inserted}
+    if len(new_rows) == 1:
+        seqs = {new_rows[0]["id"]: _INSERT_EVENT.run(tx, **new_rows[0]).scalar()}
+    else:
+        seqs = {row.id: row.seq for row in tx.conn.execute(_INSERT_EVENTS, new_rows)}
     records = [EventRecord(seqs[r["id"]], r["id"], r["name"], r["data"], r["ts_ms"]) for r in new_rows]
     for record in records:
         tx.log("event.received", event_id=record.id, name=record.name, seq=record.seq)
-    run_ids, ready_apps = _start_runs(tx, records, now_ms)
-    for record in records:
-        ready_apps |= _resolve_waits_for(tx, record, now_ms)
+    names = sorted({r.name for r in records})
+    run_ids, ready_apps = _start_runs(tx, records, names, now_ms)
+    ready_apps |= _resolve_waits(tx, records, names, now_ms)
     return IngestResult(tuple(ids), tuple(run_ids), Wakeups(frozenset(ready_apps)))
 
 
-def _start_runs(tx: Tx, records: Sequence[EventRecord], now_ms: int) -> tuple[list[str], set[str]]:
-    ft, fn = t.function_triggers, t.functions
-    names = sorted({r.name for r in records})
-    rows = tx.conn.execute(
-        select(ft.c.event_name, ft.c.app_id, ft.c.function_id, fn.c.retries)
-        .select_from(ft.join(fn))
-        .where(ft.c.event_name.in_(names))
-        .order_by(ft.c.app_id, ft.c.function_id)
-    ).all()
+def _start_runs(
+    tx: Tx, records: Sequence[EventRecord], names: Sequence[str], now_ms: int
+) -> tuple[list[str], set[str]]:
     targets: dict[str, list[AnyRow]] = {}
-    for row in rows:
+    for row in _TRIGGERED.run(tx, names=list(names)):
         targets.setdefault(row.event_name, []).append(row)
     run_rows: list[dict[str, Any]] = []
     for record in records:
@@ -91,6 +148,7 @@ def _start_runs(tx: Tx, records: Sequence[EventRecord], now_ms: int) -> tuple[li
                     "available_at_ms": now_ms,
                     "retries": target.retries,
                     "body_attempts": 0,
+                    "lost_attempts": 0,
                     "event_mark": record.seq,
                     "step_count": 0,
                     "created_ms": now_ms,
@@ -104,46 +162,40 @@ def _start_runs(tx: Tx, records: Sequence[EventRecord], now_ms: int) -> tuple[li
                 event_id=record.id,
                 event=record.name,
             )
-    if run_rows:
-        tx.conn.execute(insert(t.runs), run_rows)
+    if len(run_rows) == 1:
+        _INSERT_RUN.run(tx, **run_rows[0])
+    elif run_rows:
+        tx.conn.execute(_INSERT_RUNS, run_rows)
     return [r["id"] for r in run_rows], {r["app_id"] for r in run_rows}
 
 
-def _resolve_waits_for(tx: Tx, record: EventRecord, now_ms: int) -> set[str]:
-    """Resumes the open waits this new event matches: an indexed lookup per distinct match path
-    of the open waits on its name."""
-    w = t.waits
-    paths = list(
-        tx.conn.scalars(
-            select(w.c.match_path)
-            .where(w.c.event_name == record.name, w.c.status == WaitStatus.WAITING)
-            .distinct()
-        )
-    )
+def _resolve_waits(tx: Tx, records: Sequence[EventRecord], names: Sequence[str], now_ms: int) -> set[str]:
+    """Resumes the open waits the new events match: one query for the match paths waited on under
+    their names, then an indexed lookup per event and path."""
+    paths: dict[str, list[str]] = {}
+    for row in _WAITED_PATHS.run(tx, names=list(names)):
+        paths.setdefault(row.event_name, []).append(row.match_path)
     if not paths:
         return set()
-    event_obj = matching.event_object(record.id, record.name, record.data_json, record.ts_ms)
     apps: set[str] = set()
-    for path in sorted(paths):
-        value = matching.match_value(event_obj, path)
-        if value is None:
+    for record in records:
+        waited = paths.get(record.name)
+        if not waited:
             continue
-        candidates = tx.conn.execute(
-            select(w.c.id, w.c.run_id, w.c.step_id, w.c.match_value)
-            .where(
-                w.c.event_name == record.name,
-                w.c.status == WaitStatus.WAITING,
-                w.c.match_path == path,
-                w.c.match_hash == txn.hash_value(value),
-            )
-            .order_by(w.c.id)
-        ).all()
-        for wait in candidates:
-            if wait.match_value != value:
+        event_obj = matching.event_object(record.id, record.name, record.data_json, record.ts_ms)
+        for path in sorted(waited):
+            value = matching.match_value(event_obj, path)
+            if value is None:
                 continue
-            app = resolve_wait(tx, wait.id, wait.run_id, wait.step_id, record, now_ms)
-            if app is not None:
-                apps.add(app)
+            candidates = _WAITS_MATCHING.run(
+                tx, name=record.name, path=path, hash=txn.hash_value(value)
+            ).all()
+            for wait in candidates:
+                if wait.match_value != value:
+                    continue
+                app = resolve_wait(tx, wait.id, wait.run_id, wait.step_id, record, now_ms)
+                if app is not None:
+                    apps.add(app)
     return apps
 
 
@@ -158,15 +210,12 @@ def resolve_wait(
     """Resolves one wait with an event (or a timeout when ``record`` is None). The conditional
     update on the wait row decides a race between the two: exactly one wins. Returns the app
     of the run made ready, or None when the other side had already won."""
-    w, s, r = t.waits, t.steps, t.runs
-    won = tx.conn.execute(
-        update(w)
-        .where(w.c.id == wait_id, w.c.status == WaitStatus.WAITING)
-        .values(
-            status=WaitStatus.MATCHED if record else WaitStatus.TIMED_OUT,
-            resolved_event_id=record.id if record else None,
-            resolved_ms=now_ms,
-        )
+    won = _RESOLVE_WAIT.run(
+        tx,
+        wait_id=wait_id,
+        status=WaitStatus.MATCHED if record else WaitStatus.TIMED_OUT,
+        resolved_event_id=record.id if record else None,
+        resolved_ms=now_ms,
     )
     if won.rowcount != 1:
         return None
@@ -177,24 +226,17 @@ def resolve_wait(
         mark = record.seq
     else:
         output, mark = "null", txn.max_seq(tx)
-    tx.conn.execute(
-        update(s)
-        .where(s.c.run_id == run_id, s.c.step_id == step_id)
-        .values(
-            status=StepStatus.COMPLETED,
-            output=output,
-            ended_ms=now_ms,
-            resumed_by_event_id=record.id if record else None,
-        )
+    _WAIT_STEP_DONE.run(
+        tx,
+        run_id=run_id,
+        step_id=step_id,
+        output=output,
+        ended_ms=now_ms,
+        resumed_by_event_id=record.id if record else None,
     )
     txn.end_attempt(tx, run_id, step_id, now_ms)
     transitions.require(RunState.PARKED, RunState.READY)
-    app_id = tx.conn.scalar(
-        update(r)
-        .where(r.c.id == run_id, r.c.state == RunState.PARKED)
-        .values(state=RunState.READY, available_at_ms=now_ms, event_mark=mark)
-        .returning(r.c.app_id)
-    )
+    app_id = _UNPARK.run(tx, run_id=run_id, available_at_ms=now_ms, mark=mark).scalar()
     if record is not None:
         tx.log("wait.matched", run_id=run_id, step_id=step_id, event_id=record.id)
     else:

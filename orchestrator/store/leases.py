@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from orchestrator import clock
 from orchestrator.engine import transitions
 from orchestrator.engine.model import (
     ClaimResult,
+    EventRecord,
     MemoStep,
     RunState,
     StepKind,
@@ -19,7 +20,83 @@ from orchestrator.engine.model import (
 )
 from orchestrator.store import schema as t
 from orchestrator.store import txn
-from orchestrator.store.txn import Tx
+from orchestrator.store.prepared import Prepared
+from orchestrator.store.txn import AnyRow, Tx
+
+_r, _s, _e = t.runs, t.steps, t.events
+
+
+def _candidates(*, of_functions: bool) -> Prepared:
+    # The oldest ready runs of the app with their triggering events. SKIP LOCKED: concurrent pollers
+    # on PostgreSQL take different runs instead of queueing on the same rows (SQLite renders no
+    # FOR UPDATE; its single writer serialises claims).
+    query = (
+        select(
+            _r.c.id,
+            _r.c.app_id,
+            _r.c.function_id,
+            _r.c.body_attempts,
+            _r.c.lost_attempts,
+            _r.c.step_count,
+            _e.c.seq.label("event_seq"),
+            _e.c.id.label("event_id"),
+            _e.c.name.label("event_name"),
+            _e.c.data.label("event_data"),
+            _e.c.ts_ms.label("event_ts_ms"),
+        )
+        .select_from(_r.join(_e, _e.c.seq == _r.c.event_seq))
+        .where(
+            _r.c.app_id == bindparam("app_id"),
+            _r.c.state == RunState.READY,
+            _r.c.available_at_ms <= bindparam("now_ms"),
+        )
+        .order_by(_r.c.available_at_ms, _r.c.id)
+        .limit(bindparam("max_items"))
+        .with_for_update(skip_locked=True, of=_r)
+    )
+    if of_functions:
+        query = query.where(_r.c.function_id.in_(bindparam("function_ids", expanding=True)))
+    return Prepared(query, expanding=("function_ids",) if of_functions else ())
+
+
+_CANDIDATES = _candidates(of_functions=False)
+_CANDIDATES_OF_FUNCTIONS = _candidates(of_functions=True)
+_LEASE = Prepared(
+    update(_r)
+    .where(_r.c.id == bindparam("run_id"), _r.c.state == RunState.READY)
+    .values(
+        state=RunState.LEASED,
+        lease_id=bindparam("lease_id"),
+        lease_expires_ms=bindparam("lease_expires_ms"),
+        worker_id=bindparam("worker_id"),
+    )
+)
+_STEPS_OF = Prepared(
+    select(_s)
+    .where(_s.c.run_id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(_s.c.run_id, _s.c.position),
+    expanding=("run_ids",),
+)
+_SLEEP_ELAPSED = Prepared(
+    update(_s)
+    .where(_s.c.run_id == bindparam("run_id"), _s.c.step_id == bindparam("step_id"))
+    .values(status=StepStatus.COMPLETED, output="null", ended_ms=bindparam("ended_ms"))
+)
+_MARK = Prepared(update(_r).where(_r.c.id == bindparam("run_id")).values(event_mark=txn.NEWEST_SEQ))
+_EXTEND = Prepared(
+    update(_r).where(_r.c.id == bindparam("run_id")).values(lease_expires_ms=bindparam("lease_expires_ms"))
+)
+_RELEASE = Prepared(
+    update(_r)
+    .where(_r.c.id == bindparam("run_id"), _r.c.lease_id == bindparam("current_lease"))
+    .values(
+        state=RunState.READY,
+        available_at_ms=bindparam("available_at_ms"),
+        lease_id=None,
+        lease_expires_ms=None,
+        worker_id=None,
+    )
+)
 
 
 def claim(
@@ -32,44 +109,31 @@ def claim(
     lease_ms: int,
 ) -> ClaimResult:
     """Leases up to ``max_items`` ready runs of the app and loads what the worker needs to execute them."""
-    r = t.runs
-    query = select(r.c.id).where(
-        r.c.app_id == app_id, r.c.state == RunState.READY, r.c.available_at_ms <= now_ms
-    )
     if function_ids:
-        query = query.where(r.c.function_id.in_(function_ids))
-    # SKIP LOCKED: concurrent pollers on PostgreSQL take different runs instead of queueing on
-    # the same rows (SQLite renders no FOR UPDATE; its single writer serialises claims).
-    query = query.order_by(r.c.available_at_ms, r.c.id).limit(max_items).with_for_update(skip_locked=True)
-    candidates = list(tx.conn.scalars(query))
+        found = _CANDIDATES_OF_FUNCTIONS.run(
+            tx, app_id=app_id, now_ms=now_ms, max_items=max_items, function_ids=list(function_ids)
+        )
+    else:
+        found = _CANDIDATES.run(tx, app_id=app_id, now_ms=now_ms, max_items=max_items)
+    candidates = found.all()
     if not candidates:
         return ClaimResult(())
     expires = now_ms + lease_ms
     transitions.require(RunState.READY, RunState.LEASED)
-    leases: dict[str, str] = {}
-    for run_id in candidates:
+    leased: list[tuple[AnyRow, str]] = []
+    for row in candidates:
         lease_id = clock.new_lease_id()
-        claimed = tx.conn.execute(
-            update(r)
-            .where(r.c.id == run_id, r.c.state == RunState.READY)
-            .values(
-                state=RunState.LEASED,
-                lease_id=lease_id,
-                lease_expires_ms=expires,
-                worker_id=worker_id,
-            )
+        claimed = _LEASE.run(
+            tx, run_id=row.id, lease_id=lease_id, lease_expires_ms=expires, worker_id=worker_id
         )
         if claimed.rowcount == 1:
-            leases[run_id] = lease_id
-    run_ids = list(leases)
-    _complete_elapsed_sleeps(tx, run_ids, now_ms)
-    rows = {row.id: row for row in tx.conn.execute(select(r).where(r.c.id.in_(run_ids)))}
-    events = txn.events_by_seq(tx, {row.event_seq for row in rows.values()})
-    memo = _memo_steps(tx, run_ids)
+            leased.append((row, lease_id))
+    # A run's memo only exists once it recorded a step: a first hand-out reads nothing more.
+    with_steps = [row.id for row, _ in leased if row.step_count]
+    memo = _memo_steps(tx, with_steps, now_ms) if with_steps else {}
     items: list[WorkItem] = []
-    for run_id in run_ids:
-        row = rows[run_id]
-        steps = memo.get(run_id, ())
+    for row, lease_id in leased:
+        steps = memo.get(row.id, ())
         retried = [
             st.attempts
             for st in steps
@@ -77,21 +141,22 @@ def claim(
         ]
         # Attempts lost with their workers are used attempts too (the SDK's ctx.attempt).
         attempt = (retried[0] if retried else row.body_attempts) + row.lost_attempts
+        event = EventRecord(row.event_seq, row.event_id, row.event_name, row.event_data, row.event_ts_ms)
         items.append(
             WorkItem(
-                run_id=run_id,
+                run_id=row.id,
                 app_id=row.app_id,
                 function_id=row.function_id,
-                event=events[row.event_seq],
+                event=event,
                 steps=steps,
                 attempt=attempt,
-                lease_id=leases[run_id],
+                lease_id=lease_id,
                 lease_expires_ms=expires,
             )
         )
         tx.log(
             "run.leased",
-            run_id=run_id,
+            run_id=row.id,
             function_id=row.function_id,
             worker_id=worker_id,
             attempt=attempt,
@@ -100,77 +165,53 @@ def claim(
     return ClaimResult(tuple(items), Wakeups(deadline_ms=expires))
 
 
-def _complete_elapsed_sleeps(tx: Tx, run_ids: Sequence[str], now_ms: int) -> None:
-    s, r = t.steps, t.runs
-    if not run_ids:
-        return
-    elapsed = tx.conn.execute(
-        select(s.c.run_id, s.c.step_id).where(
-            s.c.run_id.in_(run_ids), s.c.status == StepStatus.SLEEPING, s.c.wake_ms <= now_ms
-        )
-    ).all()
-    if not elapsed:
-        return
-    mark = txn.max_seq(tx)
-    for row in elapsed:
-        tx.conn.execute(
-            update(s)
-            .where(s.c.run_id == row.run_id, s.c.step_id == row.step_id)
-            .values(status=StepStatus.COMPLETED, output="null", ended_ms=now_ms)
-        )
-        txn.end_attempt(tx, row.run_id, row.step_id, now_ms)
-        tx.conn.execute(update(r).where(r.c.id == row.run_id).values(event_mark=mark))
-        tx.log("step.completed", run_id=row.run_id, step_id=row.step_id, kind=StepKind.SLEEP)
-
-
-def _memo_steps(tx: Tx, run_ids: Sequence[str]) -> dict[str, tuple[MemoStep, ...]]:
-    s = t.steps
-    rows = tx.conn.execute(select(s).where(s.c.run_id.in_(run_ids)).order_by(s.c.run_id, s.c.position))
+def _memo_steps(tx: Tx, run_ids: Sequence[str], now_ms: int) -> dict[str, tuple[MemoStep, ...]]:
+    """The recorded steps of the runs, completing the sleeps that have elapsed (a sleeping run is
+    simply ready at its wake time: the claim that takes it ends the sleep)."""
     memo: dict[str, list[MemoStep]] = {}
-    for row in rows:
+    woke: set[str] = set()
+    for row in _STEPS_OF.run(tx, run_ids=list(run_ids)):
+        status, output = StepStatus(row.status), row.output or ""
+        if status == StepStatus.SLEEPING and row.wake_ms <= now_ms:
+            _SLEEP_ELAPSED.run(tx, run_id=row.run_id, step_id=row.step_id, ended_ms=now_ms)
+            txn.end_attempt(tx, row.run_id, row.step_id, now_ms)
+            tx.log("step.completed", run_id=row.run_id, step_id=row.step_id, kind=StepKind.SLEEP)
+            status, output = StepStatus.COMPLETED, "null"
+            woke.add(row.run_id)
         memo.setdefault(row.run_id, []).append(
             MemoStep(
                 id=row.step_id,
                 kind=StepKind(row.kind),
-                status=StepStatus(row.status),
-                output_json=row.output or "",
+                status=status,
+                output_json=output,
                 attempts=row.failed_attempts,
                 position=row.position,
             )
         )
+    for run_id in woke:
+        # The sleep is the run's newest committed step: a wait after it looks at events from now on.
+        _MARK.run(tx, run_id=run_id)
     return {run_id: tuple(steps) for run_id, steps in memo.items()}
 
 
 def extend(tx: Tx, run_id: str, lease_id: str, now_ms: int, lease_ms: int) -> int:
     """Extends the current lease to ``now_ms + lease_ms`` (never shortens it); returns the expiry."""
-    r = t.runs
     run = txn.locked_run(tx, run_id)
     if run.lease_id != lease_id:
         raise txn.not_current(run, lease_id)
     expires = max(now_ms + lease_ms, run.lease_expires_ms or 0)
-    tx.conn.execute(update(r).where(r.c.id == run_id).values(lease_expires_ms=expires))
+    _EXTEND.run(tx, run_id=run_id, lease_expires_ms=expires)
     return expires
 
 
 def release(tx: Tx, run_id: str, lease_id: str, now_ms: int) -> Wakeups:
     """Hands a leased run back: ready at once, the attempt in progress not counted."""
-    r = t.runs
     run = txn.locked_run(tx, run_id)
     if run.lease_id != lease_id:
         if run.last_stop_lease_id == lease_id:
             return Wakeups()  # the worker already let the run go with that lease
         raise txn.not_current(run, lease_id)
     transitions.require(RunState.LEASED, RunState.READY)
-    tx.conn.execute(
-        update(r)
-        .where(r.c.id == run_id, r.c.lease_id == lease_id)
-        .values(
-            state=RunState.READY,
-            available_at_ms=now_ms,
-            lease_id=None,
-            lease_expires_ms=None,
-            worker_id=None,
-        )
-    )
+    _RELEASE.run(tx, run_id=run_id, current_lease=lease_id, available_at_ms=now_ms)
     tx.log("lease.released", run_id=run_id, worker_id=run.worker_id)
     return Wakeups(ready_apps=frozenset({run.app_id}))

@@ -41,6 +41,8 @@ class PostgresDialect:
     """PostgreSQL: many connections, row locks (FOR UPDATE [SKIP LOCKED]) and advisory locks."""
 
     name = "postgresql"
+    # Every statement is a network round trip: transactions run in a thread pool, never on the loop.
+    inline = False
 
     def __init__(self, *, pool_size: int | None = None) -> None:
         # One pooled connection per store thread; a couple more for the scheduler's bursts.

@@ -14,14 +14,16 @@ Decisions (retries, transitions, matching) come from ``orchestrator.engine``.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final, TypeVar
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import StaticPool
 
 from orchestrator import errors, logs
 from orchestrator.engine.model import (
@@ -37,7 +39,7 @@ from orchestrator.engine.model import (
     Wakeups,
 )
 from orchestrator.store import completions, ingest, leases, migrate, runs, timers
-from orchestrator.store.dialect import Dialect
+from orchestrator.store.dialect import READ_ONLY, Dialect
 from orchestrator.store.txn import Tx, logger
 
 T = TypeVar("T")
@@ -60,10 +62,26 @@ class SqlStore:
         self._engine = dialect.create_engine(url)
         self._rng = rng or random.Random()
         self.url = url
+        # An inline store's writes run on this one connection (no pool checkout per transaction),
+        # one at a time: callers normally call from one thread, and the lock keeps others safe.
+        self._writer: Connection | None = None
+        self._writer_lock = threading.RLock()
+        # The open group commit (``grouped``), whose transaction every write joins; broken when a
+        # call's savepoint could not be rolled back (the group then rolls back as a whole).
+        self._group: Tx | None = None
+        self._group_broken = False
 
     @property
     def max_concurrency(self) -> int:
         return self._dialect.max_concurrency
+
+    @property
+    def inline(self) -> bool:
+        return self._dialect.inline
+
+    @property
+    def inline_reads(self) -> bool:
+        return self._dialect.inline and isinstance(self._engine.pool, StaticPool)
 
     @property
     def display_url(self) -> str:
@@ -75,26 +93,109 @@ class SqlStore:
             return errors.StoreUnavailable(f"database unavailable: {exc.orig}")
         return None
 
-    def _run(self, work: Callable[[Tx], T]) -> T:
+    @contextlib.contextmanager
+    def _connection(self, read_only: bool) -> Iterator[Connection]:
+        if self._dialect.inline and not read_only:
+            if self._writer is None:
+                self._writer = self._engine.connect()
+            try:
+                yield self._writer
+            except DBAPIError:
+                # The connection may be unusable (a disk error): the next write opens another.
+                self._drop_writer()
+                raise
+            return
+        with self._engine.connect() as conn:
+            if read_only:
+                conn.execution_options(**{READ_ONLY: True})
+            yield conn
+
+    def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.invalidate()
+                writer.close()
+
+    def _run(self, work: Callable[[Tx], T], *, read_only: bool = False) -> T:
+        # A shared in-memory database has one connection: its reads take the writer's turn too.
+        if self._dialect.inline and (not read_only or self.inline_reads):
+            with self._writer_lock:
+                if self._group is not None:  # opened by this thread: the lock is reentrant
+                    return self._in_savepoint(self._group, work)
+                return self._transaction(work, read_only=False)
+        return self._transaction(work, read_only)
+
+    def _transaction(self, work: Callable[[Tx], T], read_only: bool) -> T:
         attempt = 0
         while True:
             attempt += 1
             try:
-                with self._engine.begin() as conn:
+                with self._connection(read_only) as conn, conn.begin():
                     tx = Tx(conn, self._dialect, self._rng)
                     result = work(tx)
             except DBAPIError as exc:
                 if self._dialect.is_retryable(exc) and attempt < MAX_TX_ATTEMPTS:
                     continue
-                unavailable = self._unavailable(exc)
-                if unavailable is not None:
-                    raise unavailable from exc
-                raise
+                raise self._mapped(exc) from exc
             except PoolTimeout as exc:
                 # Every connection is busy (or being re-established after a restart): try later.
                 raise errors.StoreUnavailable(f"database busy: {exc}") from exc
             tx.flush_logs()
             return result
+
+    def _mapped(self, exc: DBAPIError) -> Exception:
+        unavailable = self._unavailable(exc)
+        return unavailable if unavailable is not None else exc
+
+    @contextlib.contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Group commit: the store calls made inside share one transaction, committed at the exit.
+        Each call runs in a savepoint, so a call that raises leaves nothing behind and the others
+        go on; if the commit fails, the error propagates and none of the calls took effect (so no
+        caller may be told it did). Inline stores only (one thread); not reentrant.
+
+        Why: a SQLite commit writes every page the transaction touched to the WAL; completions of
+        many runs touch the same few pages, so committing them together writes each page once."""
+        if not self._dialect.inline or self._group is not None:
+            raise RuntimeError("grouped() needs an inline store and is not reentrant")
+        with self._writer_lock, self._group_transaction():
+            yield
+
+    @contextlib.contextmanager
+    def _group_transaction(self) -> Iterator[None]:
+        try:
+            with self._connection(read_only=False) as conn, conn.begin():
+                self._group, self._group_broken = Tx(conn, self._dialect, self._rng), False
+                try:
+                    yield
+                finally:
+                    tx, self._group = self._group, None
+                if self._group_broken:
+                    # Raised inside the transaction: it rolls back, partial work included.
+                    raise errors.StoreUnavailable("database unavailable: a group commit was rolled back")
+        except DBAPIError as exc:
+            raise self._mapped(exc) from exc
+        tx.flush_logs()
+
+    def _in_savepoint(self, tx: Tx, work: Callable[[Tx], T]) -> T:
+        mark = tx.log_mark()
+        try:
+            tx.raw.execute("SAVEPOINT store_call")
+            try:
+                result = work(tx)
+            except BaseException:
+                tx.drop_logs(mark)
+                tx.raw.execute("ROLLBACK TO SAVEPOINT store_call")
+                tx.raw.execute("RELEASE SAVEPOINT store_call")
+                raise
+            tx.raw.execute("RELEASE SAVEPOINT store_call")
+        except tx.driver_error as exc:
+            self._group_broken = True
+            raise errors.StoreUnavailable(f"database unavailable: {exc}") from exc
+        except DBAPIError as exc:
+            raise self._mapped(exc) from exc
+        return result
 
     def create_schema(self) -> None:
         self.migrate()
@@ -123,6 +224,9 @@ class SqlStore:
             raise
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self._engine.dispose()
 
     def _now(self, tx: Tx, now_ms: int) -> int:
@@ -184,10 +288,10 @@ class SqlStore:
         )
 
     def get_run(self, run_id: str) -> RunView:
-        return self._run(lambda tx: runs.get_run(tx, run_id))
+        return self._run(lambda tx: runs.get_run(tx, run_id), read_only=True)
 
     def list_runs(self, run_filter: RunFilter) -> list[RunView]:
-        return self._run(lambda tx: runs.list_runs(tx, run_filter))
+        return self._run(lambda tx: runs.list_runs(tx, run_filter), read_only=True)
 
     def cancel_run(self, run_id: str, *, now_ms: int) -> RunView:
         return self._run(lambda tx: runs.cancel(tx, run_id, self._now(tx, now_ms)))
@@ -197,7 +301,7 @@ class SqlStore:
         return self._run(lambda tx: timers.fire(tx, self._now(tx, now_ms), since_ms))
 
     def next_deadline_ms(self, *, now_ms: int) -> int | None:
-        return self._run(lambda tx: timers.next_deadline(tx, self._now(tx, now_ms)))
+        return self._run(lambda tx: timers.next_deadline(tx, self._now(tx, now_ms)), read_only=True)
 
     def queue_depth(self, *, now_ms: int) -> int:
-        return self._run(lambda tx: timers.queue_depth(tx, self._now(tx, now_ms)))
+        return self._run(lambda tx: timers.queue_depth(tx, self._now(tx, now_ms)), read_only=True)

@@ -6,13 +6,15 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Executable, Table, create_engine, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
+
+from orchestrator.store.dialect import READ_ONLY
 
 BUSY_TIMEOUT_MS = 5_000
 
@@ -39,24 +41,37 @@ def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
 
 
 def _on_begin(conn: Connection) -> None:
-    # IMMEDIATE takes the write lock at BEGIN: a transaction that reads then writes can never fail
-    # half-way on a lock upgrade, and busy_timeout applies to acquiring it.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Straight to the driver: this runs for every transaction, and a statement of our own needs none
+    # of what executing through SQLAlchemy would add.
+    driver = cast(sqlite3.Connection, conn.connection.driver_connection)
+    # A reader takes no lock: in WAL mode it reads a snapshot while the writer goes on. A writer says
+    # IMMEDIATE, which takes the write lock at BEGIN: a transaction that reads then writes can never
+    # fail half-way on a lock upgrade, and busy_timeout applies to acquiring it.
+    statement = "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+    try:
+        driver.execute(statement)
+    except sqlite3.Error as exc:
+        # As SQLAlchemy would have raised it (the store maps DBAPIError to UNAVAILABLE).
+        raise DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
 
 
 class SqliteDialect:
-    """SQLite: one file, one writer. All store calls run on one thread, which serialises wait
-    registration against event ingest without any lock of our own."""
+    """SQLite: one file, one writer. Writes run on the caller's thread (the event loop): a local
+    transaction of a few statements costs less than handing it to a thread, and running them all on
+    one thread serialises wait registration against event ingest without any lock of our own.
+    Reads that may be long (GetRun, ListRuns) run on a thread of their own, on another connection."""
 
     name = "sqlite"
     max_concurrency = 1
+    inline = True
 
     def create_engine(self, url: str) -> Engine:
         parsed = make_url(url)
         database = parsed.database
         kwargs: dict[str, Any] = {}
         if database in (None, "", ":memory:"):
-            # One shared connection, or every connection would see its own empty database.
+            # One shared connection, or every connection would see its own empty database (and so
+            # reads share the writer's thread too: see ``SqlStore.inline_reads``).
             kwargs["poolclass"] = StaticPool
             kwargs["connect_args"] = {"check_same_thread": False}
         else:

@@ -11,25 +11,30 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from orchestrator import errors, logs
 from orchestrator.engine.model import ErrorInfo, EventRecord, RunState, RunStatus, WaitStatus
 from orchestrator.store import schema as t
 from orchestrator.store.dialect import Dialect
+from orchestrator.store.prepared import Prepared
 
 logger = logging.getLogger("orchestrator.store")
 
-AnyRow = Row[*tuple[Any, ...]]
+# A row from a Core or a ``store.prepared`` statement: columns by attribute name.
+AnyRow = Any
 
 
 class Tx:
-    """A transaction in progress: its connection, the dialect, the jitter source, and the log lines
-    to emit once it commits (so the log never tells of something that rolled back)."""
+    """A transaction in progress: its connection (SQLAlchemy's, and the driver's under it for
+    ``store.prepared`` statements), the dialect, the jitter source, and the log lines to emit once
+    it commits (so the log never tells of something that rolled back)."""
 
     def __init__(self, conn: Connection, dialect: Dialect, rng: random.Random) -> None:
         self.conn = conn
+        self.raw: Any = conn.connection.driver_connection
+        self.driver_error: type[Exception] = conn.dialect.loaded_dbapi.Error
         self.dialect = dialect
         self.rng = rng
         self._logs: list[tuple[str, dict[str, Any]]] = []
@@ -38,10 +43,19 @@ class Tx:
         """Queues a structured log line for after the commit."""
         self._logs.append((what, fields))
 
+    def log_mark(self) -> int:
+        """A position in the queued log lines, for ``drop_logs``."""
+        return len(self._logs)
+
+    def drop_logs(self, mark: int) -> None:
+        """Forgets the lines queued since ``mark`` (their work was rolled back)."""
+        del self._logs[mark:]
+
     def flush_logs(self) -> None:
         """Emits the queued log lines (call after the commit)."""
         for what, fields in self._logs:
             logs.log(logger, what, **fields)
+        self._logs.clear()
 
 
 def hash_value(value: str | None) -> str | None:
@@ -61,22 +75,55 @@ def error_columns(error: ErrorInfo) -> dict[str, str]:
     return {"error_name": error.name, "error_message": error.message, "error_stack": error.stack}
 
 
+# The newest event seq: the watermark a committed step leaves on its run (see ``event_mark``).
+NEWEST_SEQ = select(func.coalesce(func.max(t.events.c.seq), 0)).scalar_subquery()
+
+_MAX_SEQ = Prepared(select(NEWEST_SEQ.label("seq")))
+_EVENTS_BY_SEQ = Prepared(
+    select(t.events).where(t.events.c.seq.in_(bindparam("seqs", expanding=True))), expanding=("seqs",)
+)
+_RUN_FOR_UPDATE = Prepared(select(t.runs).where(t.runs.c.id == bindparam("run_id")).with_for_update())
+_CANCEL_WAITS = Prepared(
+    update(t.waits)
+    .where(t.waits.c.run_id == bindparam("run_id"), t.waits.c.status == WaitStatus.WAITING)
+    .values(status=WaitStatus.CANCELLED)
+)
+_END_ATTEMPT = Prepared(
+    update(t.step_attempts)
+    .where(
+        t.step_attempts.c.run_id == bindparam("run_id"),
+        t.step_attempts.c.step_id == bindparam("step_id"),
+        t.step_attempts.c.ended_ms.is_(None),
+    )
+    .values(ended_ms=bindparam("ended_ms"))
+)
+_INSERT_ATTEMPT = Prepared(
+    insert(t.step_attempts).values(
+        {
+            name: bindparam(name)
+            for name in (
+                "run_id", "step_id", "attempt", "started_ms", "ended_ms", "failed", "lease_id",
+                "error_name", "error_message", "error_stack",
+            )
+        }
+    )
+)
+
+
 def max_seq(tx: Tx) -> int:
     """The newest event seq (0 when there is none)."""
-    return int(tx.conn.scalar(select(func.coalesce(func.max(t.events.c.seq), 0))) or 0)
+    return int(_MAX_SEQ.run(tx).scalar() or 0)
 
 
 def events_by_seq(tx: Tx, seqs: Iterable[int]) -> dict[int, EventRecord]:
     """Events by their seq."""
-    e = t.events
-    rows = tx.conn.execute(select(e).where(e.c.seq.in_(set(seqs))))
+    rows = _EVENTS_BY_SEQ.run(tx, seqs=list(set(seqs)))
     return {row.seq: EventRecord(row.seq, row.id, row.name, row.data, row.ts_ms) for row in rows}
 
 
 def locked_run(tx: Tx, run_id: str) -> AnyRow:
     """The run row, locked for this transaction (PostgreSQL); NotFound when there is none."""
-    r = t.runs
-    row = tx.conn.execute(select(r).where(r.c.id == run_id).with_for_update()).first()
+    row = _RUN_FOR_UPDATE.run(tx, run_id=run_id).first()
     if row is None:
         raise errors.NotFound(f"run {run_id} not found")
     return row
@@ -97,22 +144,12 @@ def not_current(run: AnyRow, lease_id: str) -> errors.FailedPrecondition:
 
 def cancel_waits(tx: Tx, run_id: str) -> None:
     """Closes the run's open waits."""
-    w = t.waits
-    tx.conn.execute(
-        update(w)
-        .where(w.c.run_id == run_id, w.c.status == WaitStatus.WAITING)
-        .values(status=WaitStatus.CANCELLED)
-    )
+    _CANCEL_WAITS.run(tx, run_id=run_id)
 
 
 def end_attempt(tx: Tx, run_id: str, step_id: str, now_ms: int) -> None:
     """Ends a step's open attempt (a sleep or a wait that completed)."""
-    a = t.step_attempts
-    tx.conn.execute(
-        update(a)
-        .where(a.c.run_id == run_id, a.c.step_id == step_id, a.c.ended_ms.is_(None))
-        .values(ended_ms=now_ms)
-    )
+    _END_ATTEMPT.run(tx, run_id=run_id, step_id=step_id, ended_ms=now_ms)
 
 
 def insert_attempt(
@@ -122,19 +159,20 @@ def insert_attempt(
     attempt: int,
     started_ms: int,
     ended_ms: int | None,
-    lease_id: str,
+    lease_id: str | None,
     error: ErrorInfo | None,
 ) -> None:
     """Adds one attempt to a step's history (failed when ``error`` is given)."""
-    tx.conn.execute(
-        insert(t.step_attempts).values(
-            run_id=run_id,
-            step_id=step_id,
-            attempt=attempt,
-            started_ms=started_ms,
-            ended_ms=ended_ms,
-            failed=error is not None,
-            lease_id=lease_id,
-            **(error_columns(error) if error else {}),
-        )
+    _INSERT_ATTEMPT.run(
+        tx,
+        run_id=run_id,
+        step_id=step_id,
+        attempt=attempt,
+        started_ms=started_ms,
+        ended_ms=ended_ms,
+        failed=error is not None,
+        lease_id=lease_id,
+        error_name=error.name if error else None,
+        error_message=error.message if error else None,
+        error_stack=error.stack if error else None,
     )
