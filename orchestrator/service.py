@@ -42,11 +42,17 @@ from orchestrator.engine.model import (
 )
 from orchestrator.scheduler.timers import Scheduler
 from orchestrator.store.base import Store
-from orchestrator.wakeups import ReplicaListener, WorkSignals
+from orchestrator.wakeups import ReplicaListener, Subscription, WorkSignals
 
 logger = logging.getLogger("orchestrator.service")
 
 T = TypeVar("T")
+
+
+def _ready_apps(result: object) -> frozenset[str]:
+    """The apps whose work a store call's result says it made ready."""
+    wakeups = result if isinstance(result, Wakeups) else getattr(result, "wakeups", None)
+    return wakeups.ready_apps if isinstance(wakeups, Wakeups) else frozenset()
 
 
 class Orchestrator:
@@ -105,28 +111,45 @@ class Orchestrator:
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Runs a store call and returns once it is committed: in the next group commit for an
         inline store, else in the store's thread pool."""
+        return await self._submit(functools.partial(fn, *args, **kwargs))
+
+    def _submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         if not self._inline:
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+            return loop.run_in_executor(self._executor, call)
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((functools.partial(fn, *args, **kwargs), future))
+        self._pending.append((call, future))
         if len(self._pending) == 1:
             loop.call_soon(self._commit_pending)
-        return await future
+        return future
 
     def _commit_pending(self) -> None:
-        """Runs the pending inline calls in one transaction, then answers each caller."""
-        batch, self._pending = self._pending, []
+        """Runs the pending inline calls in one transaction, then answers each caller.
+
+        A call that makes an app's work ready also runs, in the same transaction, the claims that
+        the app's parked pollers left (``Subscription.handoff``): their work is leased by the
+        commit that made it ready, and their replies go out first."""
+        batch: list[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = [
+            (call, future, False) for call, future in self._pending
+        ]
+        self._pending = []
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             with self._store.grouped():
-                for call, future in batch:
+                ran = 0
+                while ran < len(batch):
+                    call, future, _ = batch[ran]
+                    ran += 1
                     if future.cancelled():
                         continue  # its caller went away before anything was done: skip it
                     try:
-                        outcomes.append((future, call(), None))
+                        value = call()
                     except Exception as exc:  # this call's savepoint rolled back; the rest go on
                         outcomes.append((future, None, exc))
+                        continue
+                    outcomes.append((future, value, None))
+                    for app_id in _ready_apps(value):
+                        batch.extend((c, f, True) for c, f in self.signals.take_handoffs(app_id))
         except Exception as exc:
             # The commit failed: none of the calls took effect, so none may be reported done.
             failure = exc if isinstance(exc, errors.OrchestratorError) else errors.StoreUnavailable(
@@ -134,10 +157,13 @@ class Orchestrator:
             )
             if not isinstance(exc, errors.OrchestratorError):
                 logger.exception("group commit failed")
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(failure)
             return
+        handed = {id(future) for _, future, is_handoff in batch if is_handoff}
+        # Handed-off pollers first: their replies carry the work the others' calls made ready.
+        outcomes.sort(key=lambda outcome: id(outcome[0]) not in handed)
         for future, value, error in outcomes:
             if future.done():
                 continue
@@ -195,50 +221,74 @@ class Orchestrator:
         wait_s = (max_wait or timedelta(seconds=self._settings.poll_max_wait_seconds)).total_seconds()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        while not self.signals.closed:
-            # Subscribe before claiming: a notification between an empty claim and the wait counts.
-            with self.signals.subscribe(app_id) as sub:
-                result = await self._claim(app_id, function_ids, worker_id, max_items)
-                if result.items:
-                    self._apply(result.wakeups)
-                    self.observer.work_claimed(result.items)
-                    return result.items
-                remaining = deadline - loop.time()
-                if remaining <= 0 or not await sub.wait(remaining):
-                    break
-        return ()
-
-    async def _claim(
-        self, app_id: str, function_ids: Sequence[str], worker_id: str, max_items: int
-    ) -> ClaimResult:
-        if self._inline:
-            # No await between the claim and the reply: a poller going away cannot strand its runs.
-            return self._store.claim_work(
-                app_id=app_id,
-                function_ids=function_ids,
-                worker_id=worker_id,
-                max_items=max_items,
-                now_ms=clock.now_ms(),
-                lease_ms=self._lease_ms,
-            )
         claim = functools.partial(
             self._store.claim_work,
             app_id=app_id,
             function_ids=function_ids,
             worker_id=worker_id,
             max_items=max_items,
-            now_ms=clock.now_ms(),
             lease_ms=self._lease_ms,
         )
-        future = asyncio.get_running_loop().run_in_executor(self._executor, claim)
+        while not self.signals.closed:
+            # Subscribe before claiming: a notification between an empty claim and the wait counts.
+            with self.signals.subscribe(app_id) as sub:
+                result = await self._claim(claim, worker_id)
+                if not result.items:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    handoff = self._leave_handoff(sub, claim, worker_id)
+                    try:
+                        woken = await sub.wait(remaining)
+                    except asyncio.CancelledError:
+                        if handoff is not None and handoff.done():
+                            self._release_abandoned(worker_id, handoff)
+                        raise
+                    result = self._handed(handoff)
+                    if not result.items and not woken:
+                        break
+                if result.items:
+                    self._apply(result.wakeups)
+                    self.observer.work_claimed(result.items)
+                    return result.items
+        return ()
+
+    async def _claim(self, claim: Callable[..., ClaimResult], worker_id: str) -> ClaimResult:
+        future = self._submit(lambda: claim(now_ms=clock.now_ms()))
         try:
             # Shielded: a poller that goes away (client cancel, deadline, disconnect) cancels us here,
-            # but the claim may still commit in its thread. Its runs are leased, so nothing is lost
-            # (they come back when the lease expires); we hand them back at once instead.
+            # but the claim may still commit. Its runs are leased, so nothing is lost (they come
+            # back when the lease expires); we hand them back at once instead.
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             future.add_done_callback(functools.partial(self._release_abandoned, worker_id))
             raise
+
+    def _leave_handoff(
+        self, sub: Subscription, claim: Callable[..., ClaimResult], worker_id: str
+    ) -> asyncio.Future[ClaimResult] | None:
+        """Lets a group commit that makes this app's work ready claim it for the parked poller
+        (inline stores). A poller gone by the time the claim commits hands its work back."""
+        if not self._inline:
+            return None
+        future: asyncio.Future[ClaimResult] = asyncio.get_running_loop().create_future()
+        sub.handoff = (lambda: claim(now_ms=clock.now_ms()), future)
+
+        def settled(done: asyncio.Future[ClaimResult]) -> None:
+            if sub.active:
+                sub.wake()
+            else:
+                self._release_abandoned(worker_id, done)
+
+        future.add_done_callback(settled)
+        return future
+
+    @staticmethod
+    def _handed(handoff: asyncio.Future[ClaimResult] | None) -> ClaimResult:
+        """What a group commit claimed for the parked poller, if it did (a failed commit: nothing)."""
+        if handoff is None or not handoff.done() or handoff.cancelled() or handoff.exception() is not None:
+            return ClaimResult(())
+        return handoff.result()
 
     def _release_abandoned(self, worker_id: str, future: asyncio.Future[ClaimResult]) -> None:
         if future.cancelled() or future.exception() is not None or not future.result().items:

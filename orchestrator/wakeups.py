@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from types import TracebackType
+from typing import Any
 
 from orchestrator import errors, logs
 
@@ -23,12 +24,21 @@ Listen = Callable[[Callable[[str | None], None], threading.Event], None]
 
 
 class Subscription:
-    """One parked poller's interest in an app's work."""
+    """One parked poller's interest in an app's work.
+
+    A poller may leave a ``handoff``: the store call that would take the work (its claim) and the
+    future for its result. Whoever makes the app's work ready inside a group commit may run the
+    handoff in that same transaction (``WorkSignals.take_handoffs``) and settle the future after
+    the commit: the poller wakes with its work already leased, one transaction and one wake-up
+    sooner."""
 
     def __init__(self, hub: WorkSignals, app_id: str) -> None:
         self._hub = hub
         self.app_id = app_id
         self._event = asyncio.Event()
+        self.handoff: tuple[Callable[[], Any], asyncio.Future[Any]] | None = None
+        # False once unsubscribed: its poller stopped waiting.
+        self.active = True
 
     def wake(self) -> None:
         """Marks work as possibly available."""
@@ -66,7 +76,8 @@ class WorkSignals:
     """Wakes the pollers of an app when work for it may exist. Event-loop thread only."""
 
     def __init__(self) -> None:
-        self._subs: dict[str, set[Subscription]] = {}
+        # Per app, its parked pollers in the order they parked (a dict used as an ordered set).
+        self._subs: dict[str, dict[Subscription, None]] = {}
         self._closed = False
 
     @property
@@ -79,16 +90,26 @@ class WorkSignals:
         sub = Subscription(self, app_id)
         if self._closed:
             sub.wake()
-        self._subs.setdefault(app_id, set()).add(sub)
+        self._subs.setdefault(app_id, {})[sub] = None
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Removes a subscription (idempotent)."""
+        sub.active = False
         subs = self._subs.get(sub.app_id)
         if subs is not None:
-            subs.discard(sub)
+            subs.pop(sub, None)
             if not subs:
                 del self._subs[sub.app_id]
+
+    def take_handoffs(self, app_id: str) -> list[tuple[Callable[[], Any], asyncio.Future[Any]]]:
+        """The handoffs left by the app's parked pollers, oldest first; each is given out once."""
+        taken = []
+        for sub in self._subs.get(app_id, ()):
+            if sub.handoff is not None and not sub.woken:
+                taken.append(sub.handoff)
+                sub.handoff = None
+        return taken
 
     def notify(self, app_ids: Iterable[str]) -> None:
         """Wakes every poller of these apps."""
