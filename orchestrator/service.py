@@ -4,15 +4,14 @@ The API layer calls this with validated domain requests; this layer calls the sy
 then turns what the store reports into wake-ups: parked polls of an app are woken when its work may
 exist, and the scheduler is poked when a nearer deadline appears.
 
-Where store calls run depends on the store (``Store.inline``). SQLite's are short local
-transactions: they run right on the event loop, one at a time, which also serialises wait
-registration against event ingest. Handing them to a thread would cost more than the transaction
-(a thread hop, and the GIL passed back and forth while the loop serves RPCs). And they are group
-committed: the calls made during one turn of the loop (the RPCs that arrived together) run at the
-start of the next turn in one transaction, each in its own savepoint, and every caller is answered
-after the one commit. Only reads that may be long (GetRun, ListRuns) go to a thread with a
-connection of their own. PostgreSQL's calls wait on the network, so they all run in a pool of
-threads, one transaction each.
+Store calls are group committed (``orchestrator.commits``): the calls of RPCs that arrive
+together share a transaction and a commit, and each caller is answered after that commit. Where
+they run depends on the store (``Store.inline``). SQLite's are short local transactions: they run
+right on the event loop, which also serialises wait registration against event ingest; handing
+them to a thread would cost more than the transaction (a thread hop, and the GIL passed back and
+forth while the loop serves RPCs). Only reads that may be long (GetRun, ListRuns) go to a thread
+with a connection of their own. PostgreSQL's calls wait on the network, so they run in a pool of
+threads, one group per connection.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from orchestrator import clock, errors, logs, metrics, observability, tracing
+from orchestrator import clock, commits, logs, metrics, observability, tracing
 from orchestrator.config import Settings
 from orchestrator.engine.model import (
     ClaimResult,
@@ -49,12 +48,6 @@ logger = logging.getLogger("orchestrator.service")
 T = TypeVar("T")
 
 
-def _ready_apps(result: object) -> frozenset[str]:
-    """The apps whose work a store call's result says it made ready."""
-    wakeups = result if isinstance(result, Wakeups) else getattr(result, "wakeups", None)
-    return wakeups.ready_apps if isinstance(wakeups, Wakeups) else frozenset()
-
-
 class Orchestrator:
     """Domain operations of the orchestrator, for the API layer."""
 
@@ -71,13 +64,14 @@ class Orchestrator:
         self._lease_ms = clock.duration_ms(seconds=settings.lease_seconds)
         self._inline = store.inline
         self._inline_reads = store.inline and store.inline_reads
-        # Inline store calls waiting for the next group commit, with the futures of their callers.
-        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._executor = ThreadPoolExecutor(
             max_workers=store.max_concurrency, thread_name_prefix="orchestrator-store"
         )
         self._background: set[asyncio.Future[Any]] = set()
         self.signals = WorkSignals()
+        self._commits = commits.GroupCommitter(
+            store, self._executor, max_groups=store.max_concurrency, handoffs=self.signals.take_handoffs
+        )
         self._listener: ReplicaListener | None = None
         # Traces and metrics from the OTEL_* environment unless given; off (and free) when unset.
         self.observer = observability.Observer(
@@ -111,66 +105,7 @@ class Orchestrator:
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Runs a store call and returns once it is committed: in the next group commit for an
         inline store, else in the store's thread pool."""
-        return await self._submit(functools.partial(fn, *args, **kwargs))
-
-    def _submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        if not self._inline:
-            return loop.run_in_executor(self._executor, call)
-        future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((call, future))
-        if len(self._pending) == 1:
-            loop.call_soon(self._commit_pending)
-        return future
-
-    def _commit_pending(self) -> None:
-        """Runs the pending inline calls in one transaction, then answers each caller.
-
-        A call that makes an app's work ready also runs, in the same transaction, the claims that
-        the app's parked pollers left (``Subscription.handoff``): their work is leased by the
-        commit that made it ready, and their replies go out first."""
-        batch: list[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = [
-            (call, future, False) for call, future in self._pending
-        ]
-        self._pending = []
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        try:
-            with self._store.grouped():
-                ran = 0
-                while ran < len(batch):
-                    call, future, _ = batch[ran]
-                    ran += 1
-                    if future.cancelled():
-                        continue  # its caller went away before anything was done: skip it
-                    try:
-                        value = call()
-                    except Exception as exc:  # this call's savepoint rolled back; the rest go on
-                        outcomes.append((future, None, exc))
-                        continue
-                    outcomes.append((future, value, None))
-                    for app_id in _ready_apps(value):
-                        batch.extend((c, f, True) for c, f in self.signals.take_handoffs(app_id))
-        except Exception as exc:
-            # The commit failed: none of the calls took effect, so none may be reported done.
-            failure = exc if isinstance(exc, errors.OrchestratorError) else errors.StoreUnavailable(
-                f"database unavailable: {exc}"
-            )
-            if not isinstance(exc, errors.OrchestratorError):
-                logger.exception("group commit failed")
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(failure)
-            return
-        handed = {id(future) for _, future, is_handoff in batch if is_handoff}
-        # Handed-off pollers first: their replies carry the work the others' calls made ready.
-        outcomes.sort(key=lambda outcome: id(outcome[0]) not in handed)
-        for future, value, error in outcomes:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
+        return await self._commits.submit(functools.partial(fn, *args, **kwargs))
 
     async def read(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Runs a store read that may be long in the store's thread pool, off the loop (inline only
@@ -254,7 +189,7 @@ class Orchestrator:
         return ()
 
     async def _claim(self, claim: Callable[..., ClaimResult], worker_id: str) -> ClaimResult:
-        future = self._submit(lambda: claim(now_ms=clock.now_ms()))
+        future = self._commits.submit(lambda: claim(now_ms=clock.now_ms()))
         try:
             # Shielded: a poller that goes away (client cancel, deadline, disconnect) cancels us here,
             # but the claim may still commit. Its runs are leased, so nothing is lost (they come

@@ -15,6 +15,11 @@ from typing import Protocol
 from orchestrator.engine import model
 
 
+class GroupAborted(Exception):
+    """A call failed inside a group commit of a store that runs calls without savepoints: the whole
+    group rolls back, and its calls must be run again one by one (see ``Store.grouped``)."""
+
+
 class Store(Protocol):
     """Durable state of events, functions, runs, steps, waits and timers."""
 
@@ -37,9 +42,10 @@ class Store(Protocol):
         ...
 
     def grouped(self) -> AbstractContextManager[None]:
-        """Group commit (inline stores): the calls made inside share one transaction, each in a
-        savepoint (a call that raises leaves nothing behind), committed at the exit. When the commit
-        fails it raises, and none of the calls took effect."""
+        """Group commit: the calls made inside, on this thread, share one transaction, committed at
+        the exit. When the commit fails it raises, and none of the calls took effect. Inline stores
+        run each call in a savepoint (a call that raises leaves nothing behind); others raise
+        ``GroupAborted`` from a failing call and roll the whole group back."""
         ...
 
     @property

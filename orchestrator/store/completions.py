@@ -256,7 +256,8 @@ def _insert_step(
     resumed_by_event_id: str | None = None,
 ) -> int:
     """Records a new step at the run's next position; returns the run's new step count (the run's own
-    row is written once, by whatever decides what the run does next)."""
+    row is written once, by whatever decides what the run does next). A step's attempt history
+    gets rows only once an attempt failed: a step that needed one attempt is its own history."""
     position = _next_position(run, c.max_steps)
     started = c.started_ms or now_ms
     ended = (c.ended_ms or now_ms) if status == StepStatus.COMPLETED else None
@@ -280,9 +281,6 @@ def _insert_step(
         resumed_by_event_id=resumed_by_event_id,
         recorded_lease_id=c.lease_id,
     )
-    if kind != StepKind.RUN:
-        # Sleeps, waits and sends have exactly one attempt; it ends when the step completes.
-        txn.insert_attempt(tx, run.id, c.step_id, 0, started, ended, c.lease_id, None)
     return position + 1
 
 
@@ -343,9 +341,11 @@ def _step_output(
         if written.rowcount != 1:
             raise errors.StepConflict(f"step {c.step_id} of run {run.id} was recorded concurrently")
     lost.record(tx, run.id, c.step_id, attempt - lost_n, lost_n, c.started_ms or now_ms)
-    txn.insert_attempt(
-        tx, run.id, c.step_id, attempt, c.started_ms or now_ms, c.ended_ms or now_ms, c.lease_id, None
-    )
+    if attempt > 0:
+        # After failed (or lost) attempts, which have rows: this one gets its row too.
+        txn.insert_attempt(
+            tx, run.id, c.step_id, attempt, c.started_ms or now_ms, c.ended_ms or now_ms, c.lease_id, None
+        )
     tx.log("step.completed", run_id=run.id, step_id=c.step_id, kind=StepKind.RUN, attempt=attempt)
     return _continue_run(tx, run, now_ms, lease_ms, outcome.output_json, step_count=step_count)
 
@@ -439,7 +439,6 @@ def _sleep(
         else:
             step_count = run.step_count
             _SLEEP_ELAPSED.run(tx, run_id=run.id, step_id=c.step_id, ended_ms=now_ms)
-            txn.end_attempt(tx, run.id, c.step_id, now_ms)
         tx.log("step.completed", run_id=run.id, step_id=c.step_id, kind=StepKind.SLEEP)
         return _continue_run(tx, run, now_ms, lease_ms, "null", step_count=step_count)
     step_count = run.step_count

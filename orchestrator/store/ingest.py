@@ -244,7 +244,6 @@ def resolve_wait(
         ended_ms=now_ms,
         resumed_by_event_id=record.id if record else None,
     )
-    txn.end_attempt(tx, run_id, step_id, now_ms)
     transitions.require(RunState.PARKED, RunState.READY)
     app_id = _UNPARK.run(tx, run_id=run_id, available_at_ms=now_ms, mark=mark).scalar()
     if record is not None:

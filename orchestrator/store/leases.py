@@ -174,7 +174,6 @@ def _memo_steps(tx: Tx, run_ids: Sequence[str], now_ms: int) -> dict[str, tuple[
         status, output = StepStatus(row.status), row.output or ""
         if status == StepStatus.SLEEPING and row.wake_ms <= now_ms:
             _SLEEP_ELAPSED.run(tx, run_id=row.run_id, step_id=row.step_id, ended_ms=now_ms)
-            txn.end_attempt(tx, row.run_id, row.step_id, now_ms)
             tx.log("step.completed", run_id=row.run_id, step_id=row.step_id, kind=StepKind.SLEEP)
             status, output = StepStatus.COMPLETED, "null"
             woke.add(row.run_id)

@@ -31,6 +31,8 @@ NOTIFY_CHANNEL = "durable_work"
 LISTEN_POLL_S = 1.0
 
 DEFAULT_POOL_SIZE = 8
+
+_NOW = text("SELECT (extract(epoch FROM now()) * 1000)::bigint")
 CONNECT_TIMEOUT_S = 5
 
 # deadlock_detected, serialization_failure, lock_not_available
@@ -78,7 +80,7 @@ class PostgresDialect:
     def now_ms(self, conn: Connection, local_ms: int) -> int:
         # The database's clock (the transaction's start), shared by every replica: leases, ready
         # times and timeouts written by one replica mean the same instant to the others.
-        return int(conn.execute(text("SELECT (extract(epoch FROM now()) * 1000)::bigint")).scalar_one())
+        return int(conn.execute(_NOW).scalar_one())
 
     def notify_ready(self, conn: Connection, app_ids: Iterable[str]) -> None:
         # Delivered at commit (never for a rollback) to every replica's listener, itself included.

@@ -90,7 +90,11 @@ def _step_views(tx: Tx, run_ids: Sequence[str]) -> dict[str, tuple[StepView, ...
         )
     views: dict[str, list[StepView]] = {}
     for row in tx.conn.execute(select(s).where(s.c.run_id.in_(run_ids)).order_by(s.c.run_id, s.c.position)):
-        attempts = history.get((row.run_id, row.step_id), [])
+        # A step with no attempt rows succeeded (or sleeps, waits or sent) at its first attempt: that
+        # attempt is the step itself (see completions._insert_step).
+        attempts = history.get((row.run_id, row.step_id)) or [
+            StepAttempt(0, row.started_ms, row.ended_ms or 0, failed=False, error=None)
+        ]
         views.setdefault(row.run_id, []).append(
             StepView(
                 id=row.step_id,

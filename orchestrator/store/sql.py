@@ -39,6 +39,7 @@ from orchestrator.engine.model import (
     Wakeups,
 )
 from orchestrator.store import completions, ingest, leases, migrate, runs, timers
+from orchestrator.store.base import GroupAborted
 from orchestrator.store.dialect import READ_ONLY, Dialect
 from orchestrator.store.txn import Tx, logger
 
@@ -47,6 +48,40 @@ R = TypeVar("R")
 
 # A transaction that lost a race (deadlock, serialization failure) is simply run again.
 MAX_TX_ATTEMPTS: Final = 3
+
+
+class _Group:
+    """The transaction of an open group commit, which the calls made inside it join."""
+
+    def __init__(self, tx: Tx, *, savepoints: bool) -> None:
+        self.tx = tx
+        self._savepoints = savepoints
+        # True when a call's savepoint could not be rolled back: the group must roll back whole.
+        self.broken = False
+
+    def run(self, work: Callable[[Tx], T]) -> T:
+        tx = self.tx
+        mark = tx.log_mark()
+        if not self._savepoints:
+            try:
+                return work(tx)
+            except BaseException as exc:
+                tx.drop_logs(mark)
+                raise GroupAborted(f"a call failed inside a group commit: {exc!r}") from exc
+        try:
+            tx.raw.execute("SAVEPOINT store_call")
+            try:
+                result = work(tx)
+            except BaseException:
+                tx.drop_logs(mark)
+                tx.raw.execute("ROLLBACK TO SAVEPOINT store_call")
+                tx.raw.execute("RELEASE SAVEPOINT store_call")
+                raise
+            tx.raw.execute("RELEASE SAVEPOINT store_call")
+        except tx.driver_error as exc:
+            self.broken = True
+            raise errors.StoreUnavailable(f"database unavailable: {exc}") from exc
+        return result
 
 
 class SqlStore:
@@ -66,10 +101,8 @@ class SqlStore:
         # one at a time: callers normally call from one thread, and the lock keeps others safe.
         self._writer: Connection | None = None
         self._writer_lock = threading.RLock()
-        # The open group commit (``grouped``), whose transaction every write joins; broken when a
-        # call's savepoint could not be rolled back (the group then rolls back as a whole).
-        self._group: Tx | None = None
-        self._group_broken = False
+        # The group commit (``grouped``) open on each thread, whose transaction its calls join.
+        self._local = threading.local()
 
     @property
     def max_concurrency(self) -> int:
@@ -118,11 +151,12 @@ class SqlStore:
                 writer.close()
 
     def _run(self, work: Callable[[Tx], T], *, read_only: bool = False) -> T:
+        group: _Group | None = getattr(self._local, "group", None)
+        if group is not None:  # inside ``grouped()`` on this thread: join its transaction
+            return group.run(work)
         # A shared in-memory database has one connection: its reads take the writer's turn too.
         if self._dialect.inline and (not read_only or self.inline_reads):
             with self._writer_lock:
-                if self._group is not None:  # opened by this thread: the lock is reentrant
-                    return self._in_savepoint(self._group, work)
                 return self._transaction(work, read_only=False)
         return self._transaction(work, read_only)
 
@@ -150,52 +184,36 @@ class SqlStore:
 
     @contextlib.contextmanager
     def grouped(self) -> Iterator[None]:
-        """Group commit: the store calls made inside share one transaction, committed at the exit.
-        Each call runs in a savepoint, so a call that raises leaves nothing behind and the others
-        go on; if the commit fails, the error propagates and none of the calls took effect (so no
-        caller may be told it did). Inline stores only (one thread); not reentrant.
+        """Group commit: the store calls made inside, on this thread, share one transaction,
+        committed at the exit. If the commit fails the error propagates and none of the calls took
+        effect (so no caller may be told it did). Not reentrant.
 
-        Why: a SQLite commit writes every page the transaction touched to the WAL; completions of
-        many runs touch the same few pages, so committing them together writes each page once."""
-        if not self._dialect.inline or self._group is not None:
-            raise RuntimeError("grouped() needs an inline store and is not reentrant")
-        with self._writer_lock, self._group_transaction():
-            yield
+        Inline stores (SQLite) run each call in a savepoint: one that raises leaves nothing behind
+        and the others go on. Others (PostgreSQL, where a savepoint costs two round trips) do not:
+        a call that raises aborts the group with ``GroupAborted`` (the transaction rolls back, and
+        the caller replays the calls one by one).
 
-    @contextlib.contextmanager
-    def _group_transaction(self) -> Iterator[None]:
+        Why: a commit writes (SQLite: to the WAL, every page the transaction touched; PostgreSQL:
+        and flushes) once per transaction; completions of many runs touch the same few pages."""
+        if getattr(self._local, "group", None) is not None:
+            raise RuntimeError("grouped() is not reentrant")
+        lock = self._writer_lock if self._dialect.inline else contextlib.nullcontext()
         try:
-            with self._connection(read_only=False) as conn, conn.begin():
-                self._group, self._group_broken = Tx(conn, self._dialect, self._rng), False
+            with lock, self._connection(read_only=False) as conn, conn.begin():
+                group = _Group(Tx(conn, self._dialect, self._rng), savepoints=self._dialect.inline)
+                self._local.group = group
                 try:
                     yield
                 finally:
-                    tx, self._group = self._group, None
-                if self._group_broken:
+                    self._local.group = None
+                if group.broken:
                     # Raised inside the transaction: it rolls back, partial work included.
                     raise errors.StoreUnavailable("database unavailable: a group commit was rolled back")
         except DBAPIError as exc:
             raise self._mapped(exc) from exc
-        tx.flush_logs()
-
-    def _in_savepoint(self, tx: Tx, work: Callable[[Tx], T]) -> T:
-        mark = tx.log_mark()
-        try:
-            tx.raw.execute("SAVEPOINT store_call")
-            try:
-                result = work(tx)
-            except BaseException:
-                tx.drop_logs(mark)
-                tx.raw.execute("ROLLBACK TO SAVEPOINT store_call")
-                tx.raw.execute("RELEASE SAVEPOINT store_call")
-                raise
-            tx.raw.execute("RELEASE SAVEPOINT store_call")
-        except tx.driver_error as exc:
-            self._group_broken = True
-            raise errors.StoreUnavailable(f"database unavailable: {exc}") from exc
-        except DBAPIError as exc:
-            raise self._mapped(exc) from exc
-        return result
+        except PoolTimeout as exc:
+            raise errors.StoreUnavailable(f"database busy: {exc}") from exc
+        group.tx.flush_logs()
 
     def create_schema(self) -> None:
         self.migrate()
@@ -230,7 +248,13 @@ class SqlStore:
         self._engine.dispose()
 
     def _now(self, tx: Tx, now_ms: int) -> int:
-        return self._dialect.now_ms(tx.conn, now_ms) if self._db_clock else now_ms
+        if not self._db_clock:
+            return now_ms
+        # The database's clock is the transaction's start (PostgreSQL's now()): read it once per
+        # transaction, however many calls of a group commit ask.
+        if tx.db_now_ms is None:
+            tx.db_now_ms = self._dialect.now_ms(tx.conn, now_ms)
+        return tx.db_now_ms
 
     def _announcing(self, tx: Tx, result: R) -> R:
         """Announces the apps a write made ready to every replica (at commit); returns ``result``."""

@@ -37,6 +37,8 @@ class Tx:
         self.driver_error: type[Exception] = conn.dialect.loaded_dbapi.Error
         self.dialect = dialect
         self.rng = rng
+        # The database's clock for this transaction, once read (``SqlStore._now``).
+        self.db_now_ms: int | None = None
         self._logs: list[tuple[str, dict[str, Any]]] = []
 
     def log(self, what: str, /, **fields: Any) -> None:
@@ -88,15 +90,6 @@ _CANCEL_WAITS = Prepared(
     .where(t.waits.c.run_id == bindparam("run_id"), t.waits.c.status == WaitStatus.WAITING)
     .values(status=WaitStatus.CANCELLED)
 )
-_END_ATTEMPT = Prepared(
-    update(t.step_attempts)
-    .where(
-        t.step_attempts.c.run_id == bindparam("run_id"),
-        t.step_attempts.c.step_id == bindparam("step_id"),
-        t.step_attempts.c.ended_ms.is_(None),
-    )
-    .values(ended_ms=bindparam("ended_ms"))
-)
 _INSERT_ATTEMPT = Prepared(
     insert(t.step_attempts).values(
         {
@@ -145,11 +138,6 @@ def not_current(run: AnyRow, lease_id: str) -> errors.FailedPrecondition:
 def cancel_waits(tx: Tx, run_id: str) -> None:
     """Closes the run's open waits."""
     _CANCEL_WAITS.run(tx, run_id=run_id)
-
-
-def end_attempt(tx: Tx, run_id: str, step_id: str, now_ms: int) -> None:
-    """Ends a step's open attempt (a sleep or a wait that completed)."""
-    _END_ATTEMPT.run(tx, run_id=run_id, step_id=step_id, ended_ms=now_ms)
 
 
 def insert_attempt(

@@ -1,0 +1,158 @@
+"""Group commit: the store calls of concurrent RPCs share transactions and commits.
+
+``GroupCommitter.submit(call)`` queues a store call (a closure over one ``Store`` method) and returns
+a future settled once the call's transaction has committed. Queued calls run together in one
+``Store.grouped()`` transaction:
+
+- On an inline store (SQLite) the group runs on the event loop, at the start of the loop's next
+  turn: the calls of the RPCs that arrived together. Each call runs in a savepoint, so one that
+  raises leaves nothing behind and the others go on. A call that makes an app's work ready also runs
+  the claims its parked pollers left (``wakeups.Subscription.handoff``) in the same transaction.
+- On a threaded store (PostgreSQL) groups run in the store's thread pool, up to ``max_groups`` at
+  once (one connection each); calls queue while all are busy, so groups grow with load and a lone
+  call starts at once. A savepoint costs two round trips there, so a group has none: a call that
+  raises aborts its group, which is rolled back and its calls replayed one transaction each.
+
+Either way a caller hears of its call only after the commit that made it durable, and a failed
+commit fails every call in the group: nothing is acknowledged that is not committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+from orchestrator import errors
+from orchestrator.engine.model import Wakeups
+from orchestrator.store.base import GroupAborted, Store
+
+logger = logging.getLogger("orchestrator.commits")
+
+T = TypeVar("T")
+Call = Callable[[], Any]
+# What a call produced: (its caller's future, its value, the error it raised).
+Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+# Claims parked pollers left for an app's work: (the claim, the future of its poller).
+Handoffs = Callable[[str], list[tuple[Call, "asyncio.Future[Any]"]]]
+
+
+def ready_apps(result: object) -> frozenset[str]:
+    """The apps whose work a store call's result says it made ready."""
+    wakeups = result if isinstance(result, Wakeups) else getattr(result, "wakeups", None)
+    return wakeups.ready_apps if isinstance(wakeups, Wakeups) else frozenset()
+
+
+class GroupCommitter:
+    """Queues store calls and runs them in group commits (see the module docstring)."""
+
+    def __init__(self, store: Store, executor: Executor, *, max_groups: int, handoffs: Handoffs) -> None:
+        self._store = store
+        self._executor = executor
+        self._inline = store.inline
+        self._max_groups = max_groups
+        self._handoffs = handoffs
+        self._pending: list[tuple[Call, asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._in_flight = 0
+
+    def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """Queues ``call``; the future settles once its transaction committed (or failed)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((call, future))
+        self._schedule(loop)
+        return future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._scheduled or not self._pending or self._in_flight >= self._max_groups:
+            return
+        self._scheduled = True
+        loop.call_soon(self._start_group, loop)
+
+    def _start_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        # A caller that went away before its call ran (a client cancel) is skipped: nothing was done.
+        batch = [(call, future) for call, future in self._pending if not future.cancelled()]
+        self._pending = []
+        if not batch:
+            return
+        if self._inline:
+            _settle(self._run_group(batch, self._handoffs))
+            return
+        self._in_flight += 1
+        running = loop.run_in_executor(self._executor, self._run_group, batch, None)
+        running.add_done_callback(lambda done: self._group_done(loop, batch, done))
+
+    def _group_done(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: Sequence[tuple[Call, asyncio.Future[Any]]],
+        done: asyncio.Future[list[Outcome]],
+    ) -> None:
+        self._in_flight -= 1
+        if done.cancelled() or done.exception() is not None:
+            # Only the executor itself failing lands here (shutdown): the group's own errors are
+            # outcomes. Nothing may be reported done.
+            failure = errors.StoreUnavailable("the store is shutting down")
+            _settle([(future, None, failure) for _, future in batch])
+        else:
+            _settle(done.result())
+        self._schedule(loop)
+
+    def _run_group(
+        self, batch: Sequence[tuple[Call, asyncio.Future[Any]]], handoffs: Handoffs | None
+    ) -> list[Outcome]:
+        """Runs one group (on the loop, or in a store thread); returns every call's outcome."""
+        queue: list[tuple[Call, asyncio.Future[Any], bool]] = [(c, f, False) for c, f in batch]
+        outcomes: list[Outcome] = []
+        try:
+            with self._store.grouped():
+                ran = 0
+                while ran < len(queue):
+                    call, future, _ = queue[ran]
+                    ran += 1
+                    try:
+                        value = call()
+                    except GroupAborted:
+                        raise
+                    except Exception as exc:  # this call's savepoint rolled back; the rest go on
+                        outcomes.append((future, None, exc))
+                        continue
+                    outcomes.append((future, value, None))
+                    if handoffs is not None:
+                        for app_id in ready_apps(value):
+                            queue.extend((c, f, True) for c, f in handoffs(app_id))
+        except GroupAborted:
+            # A call failed where savepoints are not used: the group rolled back; each call now
+            # runs alone so that only the failing one fails.
+            return [_alone(call, future) for call, future in batch]
+        except Exception as exc:
+            # The commit failed: none of the calls took effect, so none may be reported done.
+            if not isinstance(exc, errors.OrchestratorError):
+                logger.exception("group commit failed")
+                exc = errors.StoreUnavailable(f"database unavailable: {exc}")
+            return [(future, None, exc) for _, future, _ in queue]
+        # Handed-off pollers first: their replies carry the work the other calls made ready.
+        handed = {id(future) for _, future, is_handoff in queue if is_handoff}
+        outcomes.sort(key=lambda outcome: id(outcome[0]) not in handed)
+        return outcomes
+
+
+def _alone(call: Call, future: asyncio.Future[Any]) -> Outcome:
+    try:
+        return (future, call(), None)
+    except Exception as exc:
+        return (future, None, exc)
+
+
+def _settle(outcomes: Sequence[Outcome]) -> None:
+    for future, value, error in outcomes:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
