@@ -6,11 +6,10 @@ a future settled once the call's transaction has committed. Queued calls run tog
 
 - On an inline store (SQLite) the group runs on the event loop, at the start of the loop's next
   turn: the calls of the RPCs that arrived together. Each call runs in a savepoint, so one that
-  raises leaves nothing behind and the others go on. A call that makes an app's work ready also runs
-  the claims its parked pollers left (``wakeups.Subscription.handoff``) in the same transaction.
+  raises leaves nothing behind and the others go on.
 - On a threaded store (PostgreSQL) groups run in the store's thread pool, up to ``max_groups`` at
-  once (one connection each); calls queue while all are busy, so groups grow with load and a lone
-  call starts at once. A savepoint costs two round trips there, so a group has none: a call that
+  once (one connection each); calls queue while those are busy, so groups grow with load and a
+  lone call starts at once. A savepoint costs two round trips there, so a group has none: a call that
   raises aborts its group, which is rolled back and its calls replayed one transaction each.
 
 Either way a caller hears of its call only after the commit that made it durable, and a failed
@@ -30,6 +29,12 @@ from orchestrator.engine.model import Wakeups
 from orchestrator.store.base import GroupAborted, Store
 
 logger = logging.getLogger("orchestrator.commits")
+
+# Groups in flight at once on a threaded store. Two keep both sides busy (one group waits for its
+# commit while the next one runs its statements), and every call beyond them waits to join a
+# group: measured on 2 cores with PostgreSQL, 2 groups reach 510 steps/s where 8 (one per pooled
+# connection) reach 470, with ~2 calls per group and each group's transaction overhead repeated.
+GROUPS_IN_FLIGHT = 2
 
 T = TypeVar("T")
 Call = Callable[[], Any]
@@ -83,6 +88,7 @@ class GroupCommitter:
             _settle(self._run_group(batch, self._handoffs))
             return
         self._in_flight += 1
+        # No handoffs here: the parked pollers' subscriptions belong to the loop's thread.
         running = loop.run_in_executor(self._executor, self._run_group, batch, None)
         running.add_done_callback(lambda done: self._group_done(loop, batch, done))
 
@@ -126,9 +132,9 @@ class GroupCommitter:
                         for app_id in ready_apps(value):
                             queue.extend((c, f, True) for c, f in handoffs(app_id))
         except GroupAborted:
-            # A call failed where savepoints are not used: the group rolled back; each call now
-            # runs alone so that only the failing one fails.
-            return [_alone(call, future) for call, future in batch]
+            # A call failed where savepoints are not used: the group rolled back; each call (and
+            # each claim handed off so far) now runs alone, so that only the failing one fails.
+            outcomes = [_alone(call, future) for call, future, _ in queue]
         except Exception as exc:
             # The commit failed: none of the calls took effect, so none may be reported done.
             if not isinstance(exc, errors.OrchestratorError):

@@ -70,7 +70,7 @@ class Orchestrator:
         self._background: set[asyncio.Future[Any]] = set()
         self.signals = WorkSignals()
         self._commits = commits.GroupCommitter(
-            store, self._executor, max_groups=store.max_concurrency, handoffs=self.signals.take_handoffs
+            store, self._executor, max_groups=commits.GROUPS_IN_FLIGHT, handoffs=self.signals.take_handoffs
         )
         self._listener: ReplicaListener | None = None
         # Traces and metrics from the OTEL_* environment unless given; off (and free) when unset.
@@ -203,7 +203,8 @@ class Orchestrator:
         self, sub: Subscription, claim: Callable[..., ClaimResult], worker_id: str
     ) -> asyncio.Future[ClaimResult] | None:
         """Lets a group commit that makes this app's work ready claim it for the parked poller
-        (inline stores). A poller gone by the time the claim commits hands its work back."""
+        (inline stores: their groups run on the loop, where the subscriptions live). A poller gone
+        by the time the claim commits hands its work back."""
         if not self._inline:
             return None
         future: asyncio.Future[ClaimResult] = asyncio.get_running_loop().create_future()

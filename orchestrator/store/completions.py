@@ -212,7 +212,7 @@ def _take_lost_attempts(tx: Tx, run: AnyRow, outcome: object) -> int:
     lost_n = int(run.lost_attempts)
     if lost_n == 0:
         return 0
-    _RESET_LOST.run(tx, run_id=run.id)
+    _RESET_LOST.run_later(tx, run_id=run.id)
     if not isinstance(outcome, StepOutput | StepError | RunFailed):
         # A sleep, a wait, a send or the run's return runs no user code that retries could bound.
         tx.log("lost_attempts.dropped", run_id=run.id, step_id=None, lost_attempts=lost_n)
@@ -261,7 +261,7 @@ def _insert_step(
     position = _next_position(run, c.max_steps)
     started = c.started_ms or now_ms
     ended = (c.ended_ms or now_ms) if status == StepStatus.COMPLETED else None
-    _INSERT_STEP.run(
+    _INSERT_STEP.run_later(
         tx,
         run_id=run.id,
         step_id=c.step_id,
@@ -293,7 +293,7 @@ def _continue_run(
     transitions.require(RunState.LEASED, RunState.LEASED)
     statement = _CONTINUE if step_count is None else _CONTINUE_COMMITTED
     count = run.step_count if step_count is None else step_count
-    statement.run(tx, run_id=run.id, step_count=count, lease_expires_ms=expires)
+    statement.run_later(tx, run_id=run.id, step_count=count, lease_expires_ms=expires)
     return CompletionResult(Directive.CONTINUE, output_json, expires)
 
 
@@ -302,7 +302,7 @@ def _let_go_ready(
 ) -> None:
     """The run leaves the worker (the reply is STOP) to be handed out again at ``ready_at_ms``."""
     transitions.require(RunState(run.state), RunState.READY)
-    _LET_GO_READY.run(
+    _LET_GO_READY.run_later(
         tx,
         run_id=run.id,
         current_lease=lease_id,
@@ -371,7 +371,7 @@ def _step_error(
     step_count = run.step_count
     if not recorded:
         step_count = _insert_step(tx, run, c, StepKind.RUN, StepStatus.RUNNING, now_ms)
-    _STEP_FAILED_ATTEMPT.run(
+    _STEP_FAILED_ATTEMPT.run_later(
         tx,
         run_id=run.id,
         step_id=c.step_id,
@@ -438,7 +438,7 @@ def _sleep(
             )
         else:
             step_count = run.step_count
-            _SLEEP_ELAPSED.run(tx, run_id=run.id, step_id=c.step_id, ended_ms=now_ms)
+            _SLEEP_ELAPSED.run_later(tx, run_id=run.id, step_id=c.step_id, ended_ms=now_ms)
         tx.log("step.completed", run_id=run.id, step_id=c.step_id, kind=StepKind.SLEEP)
         return _continue_run(tx, run, now_ms, lease_ms, "null", step_count=step_count)
     step_count = run.step_count
@@ -461,7 +461,7 @@ def _wait(
     trigger = _TRIGGER.run(tx, seq=run.event_seq).one()
     trigger_obj = matching.event_object(trigger.id, trigger.name, trigger.data, trigger.ts_ms)
     value = matching.match_value(trigger_obj, outcome.match)
-    tx.dialect.lock_for_wait_registration(tx.conn, outcome.event)
+    tx.dialect.lock_for_wait_registration(tx, outcome.event)
     found = _find_backlog_event(tx, outcome, value, run.event_mark)
     if found is not None or outcome.timeout_ms <= now_ms:
         output = (
@@ -498,7 +498,7 @@ def _wait(
         wait_event=outcome.event,
         wait_match=outcome.match,
     )
-    _INSERT_WAIT.run(
+    _INSERT_WAIT.run_later(
         tx,
         run_id=run.id,
         step_id=c.step_id,
@@ -509,7 +509,7 @@ def _wait(
         expires_ms=outcome.timeout_ms,
     )
     transitions.require(RunState(run.state), RunState.PARKED)
-    _LET_GO_PARKED.run(tx, run_id=run.id, current_lease=c.lease_id, step_count=step_count)
+    _LET_GO_PARKED.run_later(tx, run_id=run.id, current_lease=c.lease_id, step_count=step_count)
     tx.log(
         "step.waiting",
         run_id=run.id,
@@ -617,7 +617,7 @@ def _end_run(
 ) -> None:
     txn.cancel_waits(tx, run.id)
     transitions.require(RunState(run.state), RunState.ENDED)
-    _LET_GO_ENDED.run(
+    _LET_GO_ENDED.run_later(
         tx,
         run_id=run.id,
         current_lease=lease_id,

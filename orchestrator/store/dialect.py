@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Connection, Engine, Executable, Table
 from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from orchestrator.store.txn import Tx
 
 # Execution option marking a connection whose transaction only reads (``SqlStore`` sets it), so a
 # dialect can begin it without taking a write lock.
@@ -23,6 +26,8 @@ class Dialect(Protocol):
     max_concurrency: int
     # True: write transactions are short and local, and run on the caller's thread (see ``Store.inline``).
     inline: bool
+    # True: the driver can pipeline statements (send several, wait once): ``Prepared.run_later``.
+    pipelines: bool
 
     def create_engine(self, url: str) -> Engine:
         """An engine configured for the orchestrator's access pattern."""
@@ -31,14 +36,14 @@ class Dialect(Protocol):
     # Whether ``listen`` can hear other processes' ``notify_ready`` (cross-replica wake-ups).
     listens: bool
 
-    def lock_for_ingest(self, conn: Connection, names: Sequence[str] = ()) -> None:
+    def lock_for_ingest(self, tx: Tx, names: Sequence[str] = ()) -> None:
         """Called first in every transaction that inserts events. Together with
         ``lock_for_wait_registration`` it makes event ingest and wait registration exclude each other,
         and it keeps event seqs committed in order, so a wait's "events after the mark" scan can
         never miss an event that committed late."""
         ...
 
-    def lock_for_wait_registration(self, conn: Connection, name: str = "") -> None:
+    def lock_for_wait_registration(self, tx: Tx, name: str = "") -> None:
         """Called before a new wait on event ``name`` scans for already-received events and inserts
         its row."""
         ...
@@ -48,7 +53,7 @@ class Dialect(Protocol):
         else ``local_ms``."""
         ...
 
-    def notify_ready(self, conn: Connection, app_ids: Iterable[str]) -> None:
+    def notify_ready(self, tx: Tx, app_ids: Iterable[str]) -> None:
         """Announces, at commit, that work for these apps may be ready (to every replica)."""
         ...
 

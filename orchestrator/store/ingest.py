@@ -21,8 +21,8 @@ from orchestrator.engine.model import (
     WaitStatus,
     Wakeups,
 )
+from orchestrator.store import prepared, txn
 from orchestrator.store import schema as t
-from orchestrator.store import txn
 from orchestrator.store.prepared import Prepared
 from orchestrator.store.txn import AnyRow, Tx
 
@@ -31,7 +31,13 @@ _SEEN = Prepared(select(_e.c.id).where(_e.c.id.in_(bindparam("ids", expanding=Tr
 # Many rows go through Core (one multi-row statement); one row, the common SendEvent, is prepared.
 _INSERT_EVENTS = insert(_e).returning(_e.c.seq, _e.c.id, sort_by_parameter_order=True)
 _EVENT_COLUMNS = ("id", "name", "data", "ts_ms", "received_ms")
-_INSERT_EVENT = Prepared(insert(_e).values({c: bindparam(c) for c in _EVENT_COLUMNS}).returning(_e.c.seq))
+# One event (the usual SendEvent) is deduplicated by its insert: no row back means a known id.
+_INSERT_EVENT_IF_NEW = Prepared(
+    text(
+        f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
+        f"VALUES ({', '.join(':' + c for c in _EVENT_COLUMNS)}) ON CONFLICT (id) DO NOTHING RETURNING seq"
+    )
+)
 _ft, _fn = t.function_triggers, t.functions
 _TRIGGERED = Prepared(
     select(_ft.c.event_name, _fn.c.app_id, _fn.c.function_id, _fn.c.retries)
@@ -105,44 +111,55 @@ _UNPARK = Prepared(
 def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
     """Stores new events (a known id is acknowledged and starts nothing), starts the runs they
     trigger and resumes the waits they match."""
-    tx.dialect.lock_for_ingest(tx.conn, [e.name for e in events])
+    tx.dialect.lock_for_ingest(tx, [e.name for e in events])
     ids = [e.id or clock.new_id() for e in events]
-    seen = set(_SEEN.run(tx, ids=list(set(ids))).scalars())
-    new_rows: list[dict[str, Any]] = []
-    for event, event_id in zip(events, ids, strict=True):
-        if event_id in seen:
-            tx.log("event.duplicate", event_id=event_id, name=event.name)
-            continue
-        seen.add(event_id)
-        new_rows.append(
-            {
-                "id": event_id,
-                "name": event.name,
-                "data": event.data_json,
-                "ts_ms": event.ts_ms or now_ms,
-                "received_ms": now_ms,
-            }
-        )
-    if not new_rows:
+    rows = [
+        {"id": i, "name": e.name, "data": e.data_json, "ts_ms": e.ts_ms or now_ms, "received_ms": now_ms}
+        for e, i in zip(events, ids, strict=True)
+    ]
+    records = _insert_new(tx, rows)
+    if not records:
         return IngestResult(tuple(ids), ())
-    if len(new_rows) == 1:
-        seqs = {new_rows[0]["id"]: _INSERT_EVENT.run(tx, **new_rows[0]).scalar()}
-    else:
-        seqs = {row.id: row.seq for row in tx.conn.execute(_INSERT_EVENTS, new_rows)}
-    records = [EventRecord(seqs[r["id"]], r["id"], r["name"], r["data"], r["ts_ms"]) for r in new_rows]
     for record in records:
         tx.log("event.received", event_id=record.id, name=record.name, seq=record.seq)
     names = sorted({r.name for r in records})
-    run_ids, ready_apps = _start_runs(tx, records, names, now_ms)
-    ready_apps |= _resolve_waits(tx, records, names, now_ms)
+    # Both lookups at once (one round trip where the dialect pipelines): the functions the names
+    # trigger, and the match paths of the waits on them.
+    triggered, *waited = prepared.run_all(
+        tx, (_TRIGGERED, {"names": names}), *((_WAITED_PATHS, {"name": name}) for name in names)
+    )
+    run_ids, ready_apps = _start_runs(tx, records, triggered.all(), now_ms)
+    paths = {name: found for name, result in zip(names, waited, strict=True) if (found := result.scalars())}
+    ready_apps |= _resolve_waits(tx, records, paths, now_ms)
     return IngestResult(tuple(ids), tuple(run_ids), Wakeups(frozenset(ready_apps)))
 
 
+def _insert_new(tx: Tx, rows: Sequence[dict[str, Any]]) -> list[EventRecord]:
+    """Inserts the events whose id is not known yet; returns them with their seqs."""
+    if len(rows) == 1:
+        seq = _INSERT_EVENT_IF_NEW.run(tx, **rows[0]).scalar()
+        new = [rows[0]] if seq is not None else []
+        seqs = {rows[0]["id"]: seq}
+    else:
+        seen = set(_SEEN.run(tx, ids=list({r["id"] for r in rows})).scalars())
+        new = []
+        for row in rows:
+            if row["id"] not in seen:
+                seen.add(row["id"])  # a repeat within the batch is a duplicate too
+                new.append(row)
+        seqs = {row.id: row.seq for row in tx.conn.execute(_INSERT_EVENTS, new)} if new else {}
+    inserted = {id(row) for row in new}
+    for row in rows:
+        if id(row) not in inserted:
+            tx.log("event.duplicate", event_id=row["id"], name=row["name"])
+    return [EventRecord(seqs[r["id"]], r["id"], r["name"], r["data"], r["ts_ms"]) for r in new]
+
+
 def _start_runs(
-    tx: Tx, records: Sequence[EventRecord], names: Sequence[str], now_ms: int
+    tx: Tx, records: Sequence[EventRecord], triggered: Sequence[AnyRow], now_ms: int
 ) -> tuple[list[str], set[str]]:
     targets: dict[str, list[AnyRow]] = {}
-    for row in _TRIGGERED.run(tx, names=list(names)):
+    for row in triggered:
         targets.setdefault(row.event_name, []).append(row)
     run_rows: list[dict[str, Any]] = []
     for record in records:
@@ -175,16 +192,17 @@ def _start_runs(
                 event=record.name,
             )
     if len(run_rows) == 1:
-        _INSERT_RUN.run(tx, **run_rows[0])
+        _INSERT_RUN.run_later(tx, **run_rows[0])
     elif run_rows:
         tx.conn.execute(_INSERT_RUNS, run_rows)
     return [r["id"] for r in run_rows], {r["app_id"] for r in run_rows}
 
 
-def _resolve_waits(tx: Tx, records: Sequence[EventRecord], names: Sequence[str], now_ms: int) -> set[str]:
-    """Resumes the open waits the new events match: the match paths waited on under each name, then
-    an indexed lookup per event and path."""
-    paths = {name: found for name in names if (found := _WAITED_PATHS.run(tx, name=name).scalars())}
+def _resolve_waits(
+    tx: Tx, records: Sequence[EventRecord], paths: dict[str, list[str]], now_ms: int
+) -> set[str]:
+    """Resumes the open waits the new events match, given the match paths waited on under each
+    name: an indexed lookup per event and path."""
     if not paths:
         return set()
     apps: set[str] = set()

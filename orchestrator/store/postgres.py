@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -13,6 +14,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from orchestrator import errors
+from orchestrator.store.prepared import Prepared
+
+if TYPE_CHECKING:
+    from orchestrator.store.txn import Tx
 
 # Event ordering (transaction-scoped advisory lock, exclusive, taken by every ingest): events commit in
 # seq order, so "max seq" read by a committing step is a watermark with no uncommitted gap below it
@@ -32,7 +37,11 @@ LISTEN_POLL_S = 1.0
 
 DEFAULT_POOL_SIZE = 8
 
-_NOW = text("SELECT (extract(epoch FROM now()) * 1000)::bigint")
+_NOW_SQL = "SELECT (extract(epoch FROM now()) * 1000)::bigint"
+_EVENTS_LOCK = Prepared(text("SELECT pg_advisory_xact_lock(:key)"))
+_NAME_LOCK = Prepared(text("SELECT pg_advisory_xact_lock(:ns, hashtext(:name))"))
+_NAME_LOCK_SHARED = Prepared(text("SELECT pg_advisory_xact_lock_shared(:ns, hashtext(:name))"))
+_NOTIFY = Prepared(text("SELECT pg_notify(:channel, :app)"))
 CONNECT_TIMEOUT_S = 5
 
 # deadlock_detected, serialization_failure, lock_not_available
@@ -43,49 +52,64 @@ class PostgresDialect:
     """PostgreSQL: many connections, row locks (FOR UPDATE [SKIP LOCKED]) and advisory locks."""
 
     name = "postgresql"
-    # Every statement is a network round trip: transactions run in a thread pool, never on the loop.
+    # Every statement is a network round trip: transactions run in a thread pool, never on the loop,
+    # and writes whose results nobody reads travel in psycopg's pipeline with the next statement.
     inline = False
+    pipelines = True
 
     def __init__(self, *, pool_size: int | None = None) -> None:
         # One pooled connection per store thread; a couple more for the scheduler's bursts.
         self.max_concurrency = pool_size or DEFAULT_POOL_SIZE
 
     def create_engine(self, url: str) -> Engine:
-        # pre_ping: a connection dropped by a database restart is replaced instead of failing a call.
+        # No pre-ping (a round trip per transaction): a connection dropped by a database restart
+        # fails the transaction's first statement, before anything was done; the store then
+        # replaces the connection and runs the transaction again (``SqlStore._transaction``).
         # connect_timeout: while the server is down a call fails fast (UNAVAILABLE) instead of hanging.
         return create_engine(
             url,
             pool_size=self.max_concurrency,
             max_overflow=2,
-            pool_pre_ping=True,
             pool_timeout=10,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
         )
 
-    def lock_for_ingest(self, conn: Connection, names: Sequence[str] = ()) -> None:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK_KEY})
+    # The locks are deferred writes: they travel with the statements that follow them, which the
+    # server runs after taking them.
+
+    def lock_for_ingest(self, tx: Tx, names: Sequence[str] = ()) -> None:
+        _EVENTS_LOCK.run_later(tx, key=EVENTS_LOCK_KEY)
         # Sorted: two ingests of overlapping names take them in one order and cannot deadlock.
         for name in sorted(set(names)):
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(:ns, hashtext(:name))"),
-                {"ns": EVENT_NAME_LOCK_NAMESPACE, "name": name},
-            )
+            _NAME_LOCK.run_later(tx, ns=EVENT_NAME_LOCK_NAMESPACE, name=name)
 
-    def lock_for_wait_registration(self, conn: Connection, name: str = "") -> None:
-        conn.execute(
-            text("SELECT pg_advisory_xact_lock_shared(:ns, hashtext(:name))"),
-            {"ns": EVENT_NAME_LOCK_NAMESPACE, "name": name},
-        )
+    def lock_for_wait_registration(self, tx: Tx, name: str = "") -> None:
+        _NAME_LOCK_SHARED.run_later(tx, ns=EVENT_NAME_LOCK_NAMESPACE, name=name)
 
     def now_ms(self, conn: Connection, local_ms: int) -> int:
         # The database's clock (the transaction's start), shared by every replica: leases, ready
-        # times and timeouts written by one replica mean the same instant to the others.
-        return int(conn.execute(_NOW).scalar_one())
+        # times and timeouts written by one replica mean the same instant to the others. It is a
+        # transaction's first statement: in a pipeline psycopg sends the BEGIN with it, one round
+        # trip for both.
+        driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+        try:
+            with driver.pipeline():
+                cursor = driver.execute(_NOW_SQL)
+            row = cursor.fetchone()
+        except psycopg.Error as exc:
+            gone = _disconnected(exc)
+            if gone:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(
+                _NOW_SQL, (), exc, psycopg.Error, connection_invalidated=gone, dialect=conn.dialect
+            ) from exc
+        assert row is not None
+        return int(row[0])
 
-    def notify_ready(self, conn: Connection, app_ids: Iterable[str]) -> None:
+    def notify_ready(self, tx: Tx, app_ids: Iterable[str]) -> None:
         # Delivered at commit (never for a rollback) to every replica's listener, itself included.
         for app_id in sorted(set(app_ids)):
-            conn.execute(text("SELECT pg_notify(:channel, :app)"), {"channel": NOTIFY_CHANNEL, "app": app_id})
+            _NOTIFY.run_later(tx, channel=NOTIFY_CHANNEL, app=app_id)
 
     listens = True
 
@@ -121,3 +145,8 @@ class PostgresDialect:
 
     def is_unavailable(self, error: DBAPIError) -> bool:
         return isinstance(error, (OperationalError, InterfaceError)) or error.connection_invalidated
+
+
+def _disconnected(exc: psycopg.Error) -> bool:
+    """Whether the error means the connection is gone (the server restarted, the network broke)."""
+    return isinstance(exc, psycopg.OperationalError) or exc.sqlstate is None

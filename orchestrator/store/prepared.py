@@ -139,28 +139,85 @@ class Prepared:
                 self._expansions[key] = entry
         return entry, params
 
-    def run(self, tx: Tx, /, **params: Any) -> Result:
-        """Executes the statement with ``params`` (every ``bindparam`` by name; a list for each
-        expanding one)."""
-        dialect = tx.conn.dialect
+    def _bind(self, tx: Tx, params: dict[str, Any]) -> tuple[_Compiled, Any]:
+        dialect = tx.sa_dialect
         if self._expanding:
             compiled, params = self._expanded(dialect, params)
         else:
             compiled = self._by_dialect.get(dialect.name) or self._compile(dialect)
         if compiled.literals:
             params = {**compiled.literals, **params}
-        args: Any = params
         if compiled.order is not None:
-            args = tuple(params[name] for name in compiled.order)
+            return compiled, tuple(params[name] for name in compiled.order)
+        return compiled, params
+
+    def run(self, tx: Tx, /, **params: Any) -> Result:
+        """Executes the statement with ``params`` (every ``bindparam`` by name; a list for each
+        expanding one), after the transaction's deferred writes."""
+        compiled, args = self._bind(tx, params)
+        if tx.deferred:
+            return Result(run_pipelined(tx, [(compiled.sql, args)])[0], compiled)
         try:
             cursor = tx.raw.execute(compiled.sql, args)
         except tx.driver_error as exc:
-            raise DBAPIError.instance(
-                compiled.sql,
-                args,
-                exc,
-                tx.driver_error,
-                connection_invalidated=dialect.is_disconnect(cast(Any, exc), tx.raw, None),
-                dialect=dialect,
-            ) from exc
+            raise _wrapped(tx, compiled.sql, args, exc) from exc
         return Result(cursor, compiled)
+
+    def run_later(self, tx: Tx, /, **params: Any) -> None:
+        """Executes a write whose result nobody reads. Where the dialect pipelines (PostgreSQL) it
+        is sent with the transaction's next statement, or at its commit: the writes of a step and
+        the next read then cost one round trip. Elsewhere it runs now. An error it causes is raised
+        by whatever sends it, still inside the transaction, which then fails."""
+        compiled, args = self._bind(tx, params)
+        if tx.dialect.pipelines:
+            tx.deferred.append((compiled.sql, args))
+            return
+        try:
+            tx.raw.execute(compiled.sql, args)
+        except tx.driver_error as exc:
+            raise _wrapped(tx, compiled.sql, args, exc) from exc
+
+
+def run_all(tx: Tx, *calls: tuple[Prepared, dict[str, Any]]) -> list[Result]:
+    """Runs independent statements (none needs another's result): where the dialect pipelines, in
+    one round trip with the deferred writes; elsewhere one after the other."""
+    if not tx.dialect.pipelines:
+        return [statement.run(tx, **params) for statement, params in calls]
+    bound = [statement._bind(tx, dict(params)) for statement, params in calls]
+    cursors = run_pipelined(tx, [(compiled.sql, args) for compiled, args in bound])
+    return [Result(cursor, compiled) for cursor, (compiled, _) in zip(cursors, bound, strict=True)]
+
+
+def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = False) -> list[Any]:
+    """Sends the transaction's deferred writes, then ``statements``, then (with ``commit``) the
+    COMMIT, in one pipeline: one round trip. Returns the cursors of ``statements``, their results
+    received. (After a COMMIT sent here, the one SQLAlchemy sends finds no transaction: the driver
+    makes it a no-op.)"""
+    queued, tx.deferred = tx.deferred, []
+    cursors: list[Any] = []
+    sql, args = "COMMIT", None
+    try:
+        with tx.raw.pipeline():
+            for sql, args in queued:
+                tx.raw.execute(sql, args)
+            for sql, args in statements:
+                cursors.append(tx.raw.execute(sql, args))
+            if commit:
+                sql, args = "COMMIT", None
+                tx.raw.commit()
+    except tx.driver_error as exc:
+        raise _wrapped(tx, sql, args, exc) from exc
+    return cursors
+
+
+def _wrapped(tx: Tx, sql: str, args: Any, exc: Exception) -> DBAPIError:
+    """A driver error as SQLAlchemy would have raised it (the store maps DBAPIError). A lost
+    connection is invalidated, so the pool replaces it rather than handing it out again."""
+    dialect = tx.sa_dialect
+    gone = dialect.is_disconnect(cast(Any, exc), tx.raw, None)
+    if gone:
+        tx.invalidate(exc)
+    error = DBAPIError.instance(
+        sql, args, exc, tx.driver_error, connection_invalidated=gone, dialect=dialect
+    )
+    return cast(DBAPIError, error)

@@ -164,12 +164,19 @@ class SqlStore:
         attempt = 0
         while True:
             attempt += 1
+            committing = False
             try:
                 with self._connection(read_only) as conn, conn.begin():
                     tx = Tx(conn, self._dialect, self._rng)
                     result = work(tx)
+                    committing = True
+                    tx.commit()
             except DBAPIError as exc:
-                if self._dialect.is_retryable(exc) and attempt < MAX_TX_ATTEMPTS:
+                # Run again: a transaction that lost a race, or one whose connection turned out to be
+                # gone (a database restart) before it committed anything. A commit whose connection
+                # broke may or may not have happened: that is reported, never guessed.
+                again = self._dialect.is_retryable(exc) or (exc.connection_invalidated and not committing)
+                if again and attempt < MAX_TX_ATTEMPTS:
                     continue
                 raise self._mapped(exc) from exc
             except PoolTimeout as exc:
@@ -206,6 +213,14 @@ class SqlStore:
                     yield
                 finally:
                     self._local.group = None
+                try:
+                    group.tx.commit()
+                except DBAPIError as exc:
+                    if exc.connection_invalidated:
+                        raise  # the commit may or may not have happened: report, never replay
+                    # A deferred write of one of the calls failed, so nothing was committed; which
+                    # call wrote it is not known here.
+                    raise GroupAborted(f"a deferred write failed: {exc}") from exc
                 if group.broken:
                     # Raised inside the transaction: it rolls back, partial work included.
                     raise errors.StoreUnavailable("database unavailable: a group commit was rolled back")
@@ -260,7 +275,7 @@ class SqlStore:
         """Announces the apps a write made ready to every replica (at commit); returns ``result``."""
         wakeups = result if isinstance(result, Wakeups) else getattr(result, "wakeups", None)
         if isinstance(wakeups, Wakeups) and wakeups.ready_apps:
-            self._dialect.notify_ready(tx.conn, wakeups.ready_apps)
+            self._dialect.notify_ready(tx, wakeups.ready_apps)
         return result
 
     @property

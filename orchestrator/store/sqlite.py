@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Engine, Executable, Table, create_engine, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -15,6 +15,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from orchestrator.store.dialect import READ_ONLY
+
+if TYPE_CHECKING:
+    from orchestrator.store.txn import Tx
 
 BUSY_TIMEOUT_MS = 5_000
 
@@ -64,6 +67,7 @@ class SqliteDialect:
     name = "sqlite"
     max_concurrency = 1
     inline = True
+    pipelines = False  # in-process: there is no round trip to save
 
     def create_engine(self, url: str) -> Engine:
         parsed = make_url(url)
@@ -82,17 +86,17 @@ class SqliteDialect:
         event.listen(engine, "begin", _on_begin)
         return engine
 
-    def lock_for_ingest(self, conn: Connection, names: Sequence[str] = ()) -> None:
+    def lock_for_ingest(self, tx: Tx, names: Sequence[str] = ()) -> None:
         """Nothing to do: BEGIN IMMEDIATE already holds the database's only write lock."""
 
-    def lock_for_wait_registration(self, conn: Connection, name: str = "") -> None:
+    def lock_for_wait_registration(self, tx: Tx, name: str = "") -> None:
         """Nothing to do: BEGIN IMMEDIATE already holds the database's only write lock."""
 
     def now_ms(self, conn: Connection, local_ms: int) -> int:
         """The caller's clock: SQLite serves one orchestrator process, so there is no other to agree with."""
         return local_ms
 
-    def notify_ready(self, conn: Connection, app_ids: Iterable[str]) -> None:
+    def notify_ready(self, tx: Tx, app_ids: Iterable[str]) -> None:
         """Nothing to do: only this process's pollers wait on this database (woken in memory)."""
 
     listens = False

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from orchestrator import errors, logs
 from orchestrator.engine.model import ErrorInfo, EventRecord, RunState, RunStatus, WaitStatus
+from orchestrator.store import prepared
 from orchestrator.store import schema as t
 from orchestrator.store.dialect import Dialect
 from orchestrator.store.prepared import Prepared
@@ -28,18 +29,47 @@ AnyRow = Any
 
 class Tx:
     """A transaction in progress: its connection (SQLAlchemy's, and the driver's under it for
-    ``store.prepared`` statements), the dialect, the jitter source, and the log lines to emit once
-    it commits (so the log never tells of something that rolled back)."""
+    ``store.prepared`` statements), the dialect, the jitter source, the writes deferred to the next
+    round trip, and the log lines to emit once it commits (so the log never tells of something that
+    rolled back)."""
 
     def __init__(self, conn: Connection, dialect: Dialect, rng: random.Random) -> None:
-        self.conn = conn
+        self._conn = conn
+        self.sa_dialect = conn.dialect
         self.raw: Any = conn.connection.driver_connection
         self.driver_error: type[Exception] = conn.dialect.loaded_dbapi.Error
         self.dialect = dialect
         self.rng = rng
         # The database's clock for this transaction, once read (``SqlStore._now``).
         self.db_now_ms: int | None = None
+        # Writes whose results nobody reads, to be sent with the next statement that is read
+        # (``Prepared.run_later``; only where the dialect pipelines).
+        self.deferred: list[tuple[str, Any]] = []
         self._logs: list[tuple[str, dict[str, Any]]] = []
+
+    @property
+    def conn(self) -> Connection:
+        """SQLAlchemy's connection, for Core statements (the deferred writes are sent first, so
+        whatever runs next sees them)."""
+        if self.deferred:
+            self.flush()
+        return self._conn
+
+    def invalidate(self, exc: BaseException) -> None:
+        """The connection is gone: the pool must not hand it out again."""
+        self._conn.invalidate(exc)
+
+    def flush(self) -> None:
+        """Sends the deferred writes now, in one round trip."""
+        if self.deferred:
+            prepared.run_pipelined(self, [])
+
+    def commit(self) -> None:
+        """Commits: where the dialect pipelines, with the deferred writes in one round trip (the
+        caller's SQLAlchemy transaction then finds nothing left to commit); elsewhere it leaves the
+        commit to that transaction."""
+        if self.dialect.pipelines:
+            prepared.run_pipelined(self, [], commit=True)
 
     def log(self, what: str, /, **fields: Any) -> None:
         """Queues a structured log line for after the commit."""
@@ -137,7 +167,7 @@ def not_current(run: AnyRow, lease_id: str) -> errors.FailedPrecondition:
 
 def cancel_waits(tx: Tx, run_id: str) -> None:
     """Closes the run's open waits."""
-    _CANCEL_WAITS.run(tx, run_id=run_id)
+    _CANCEL_WAITS.run_later(tx, run_id=run_id)
 
 
 def insert_attempt(
@@ -151,7 +181,7 @@ def insert_attempt(
     error: ErrorInfo | None,
 ) -> None:
     """Adds one attempt to a step's history (failed when ``error`` is given)."""
-    _INSERT_ATTEMPT.run(
+    _INSERT_ATTEMPT.run_later(
         tx,
         run_id=run_id,
         step_id=step_id,

@@ -4,6 +4,7 @@ only of the same name, checked directly."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from orchestrator.engine.model import NewEvent
 from orchestrator.store import factory
 from orchestrator.store.postgres import PostgresDialect
 from orchestrator.store.sql import SqlStore
+from orchestrator.store.txn import Tx
 
 T0 = 1_800_000_000_000
 
@@ -65,10 +67,12 @@ def test_ingest_waits_for_a_wait_registration_or_ingest_in_progress(
         done.set()
 
     with engine.connect() as conn, conn.begin():
+        tx = Tx(conn, dialect, random.Random())
         if held_by == "ingest":
-            dialect.lock_for_ingest(conn, ["a/b"])
+            dialect.lock_for_ingest(tx, ["a/b"])
         else:
-            dialect.lock_for_wait_registration(conn, "a/b")
+            dialect.lock_for_wait_registration(tx, "a/b")
+        tx.flush()  # the locks are deferred writes: send them now
         sender = threading.Thread(target=send)
         sender.start()
         poll(lambda: blocked_on_advisory_lock(engine) >= 1)
@@ -80,16 +84,20 @@ def test_ingest_waits_for_a_wait_registration_or_ingest_in_progress(
 def test_wait_registrations_do_not_block_each_other(engine: Engine) -> None:
     dialect = PostgresDialect()
     with engine.connect() as first, first.begin():
-        dialect.lock_for_wait_registration(first, "a/b")
+        dialect.lock_for_wait_registration(tx := Tx(first, dialect, random.Random()), "a/b")
+        tx.flush()
         with engine.connect() as second, second.begin():
             second.execute(text("SET LOCAL lock_timeout = '5s'"))
-            dialect.lock_for_wait_registration(second, "a/b")  # would time out if it blocked
+            dialect.lock_for_wait_registration(tx := Tx(second, dialect, random.Random()), "a/b")
+            tx.flush()  # would time out if it blocked
 
 
 def test_a_wait_registration_does_not_wait_for_ingest_of_another_name(engine: Engine) -> None:
     dialect = PostgresDialect()
     with engine.connect() as ingesting, ingesting.begin():
-        dialect.lock_for_ingest(ingesting, ["a/b"])
+        dialect.lock_for_ingest(tx := Tx(ingesting, dialect, random.Random()), ["a/b"])
+        tx.flush()
         with engine.connect() as registering, registering.begin():
             registering.execute(text("SET LOCAL lock_timeout = '5s'"))
-            dialect.lock_for_wait_registration(registering, "c/d")  # would time out if it blocked
+            dialect.lock_for_wait_registration(tx := Tx(registering, dialect, random.Random()), "c/d")
+            tx.flush()  # would time out if it blocked
