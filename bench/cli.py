@@ -191,6 +191,7 @@ def _ours(out: dict[str, Any], args: argparse.Namespace, store: str, pg: str | N
         out["throughput"] = ours.throughput(a, args.runs, args.steps, f"{tag}t", budget=600)
         log("first-step latency")
         out["latency"] = ours.first_step_latency(a, args.samples, f"{tag}l", budget=300)
+        out["grpc_floor"] = ours.grpc_floor(a, args.samples, budget=300)
         log("resume latency")
         out["resume"] = ours.resume_latency(a, args.samples, f"{tag}r", budget=300)
         out["rss_idle_bytes"] = a.orch.rss_bytes()
@@ -371,6 +372,9 @@ def rows(entry: dict[str, Any], args: argparse.Namespace) -> list[Row]:
         ("event -> first step p99, ms", _get(o, "latency", "p99_ms"), _get(d, "latency", "p99_ms"), False),
         ("event -> first step p50, ms (DBOS: queue, default polling)", _get(o, "latency", "p50_ms"),
          _get(d, "latency_default_polling", "p50_ms"), False),
+        ("floor: a trivial gRPC round trip here, same idle gap, p50 ms", _get(o, "grpc_floor", "p50_ms"),
+         None, False),
+        ("floor: a trivial gRPC round trip here, p99 ms", _get(o, "grpc_floor", "p99_ms"), None, False),
         ("resume after wait p50, ms (DBOS: send -> recv)", _get(o, "resume", "p50_ms"),
          _get(d, "resume", "p50_ms"), False),
         ("resume after wait p99, ms", _get(o, "resume", "p99_ms"), _get(d, "resume", "p99_ms"), False),

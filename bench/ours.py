@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from bench.procs import BenchError, Marks, Orchestrator, Proc, Processes, env_for
 from bench.stats import latency_summary
 from sdk_python import Event
@@ -109,6 +111,27 @@ def first_step_latency(s: Session, samples: int, tag: str, budget: float) -> dic
         t1 = s.marks.wait("first", key, timeout=min(left(), 30))
         if i >= 0:
             ms.append((t1 - t0) / 1e6)
+    return latency_summary(ms)
+
+
+def grpc_floor(s: Session, samples: int, budget: float) -> dict[str, Any]:
+    """The floor under the latency shapes on this machine: a trivial gRPC round trip (the health
+    check, which touches no store) to the same orchestrator, from the same driver, after the same
+    idle gap. Event -> first step crosses two one-way legs like it (SendEvent in, PollWork's reply
+    out), so no latency shape can beat it."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    left = _deadline(budget)
+    ms: list[float] = []
+    with grpc.insecure_channel(s.orch.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="")
+        for i in range(-_warmup(samples), samples):
+            time.sleep(IDLE_GAP_S)
+            t0 = time.perf_counter_ns()
+            stub.Check(request, timeout=min(left(), 30))
+            if i >= 0:
+                ms.append((time.perf_counter_ns() - t0) / 1e6)
     return latency_summary(ms)
 
 

@@ -70,6 +70,12 @@ def _upgrade_to(url: str, revision: str) -> None:
         engine.dispose()
 
 
+def test_the_head_constant_is_alembics_head() -> None:
+    """``migrate.HEAD`` lets a migrated database open without importing Alembic: a new migration must
+    move it too, or serve would take a database one revision behind for current."""
+    assert migrate.HEAD == migrate.head()
+
+
 def test_upgrade_from_empty_reaches_head_and_matches_the_schema(empty_db_url: str) -> None:
     store = factory.open_store(empty_db_url)
     store.close()
