@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from orchestrator import errors
 from orchestrator.engine.model import Wakeups
 from orchestrator.store.base import GroupAborted, Store
+from orchestrator.wakeups import Handoff
 
 logger = logging.getLogger("orchestrator.commits")
 
@@ -38,10 +39,10 @@ GROUPS_IN_FLIGHT = 2
 
 T = TypeVar("T")
 Call = Callable[[], Any]
-# What a call produced: (its caller's future, its value, the error it raised).
-Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
-# Claims parked pollers left for an app's work: (the claim, the future of its poller).
-Handoffs = Callable[[str], list[tuple[Call, "asyncio.Future[Any]"]]]
+# What a call produced: (its caller's future, its value, the error it raised, the handoff it ran for).
+Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None, Handoff | None]
+# The claims an app's parked pollers left for its work.
+Handoffs = Callable[[str], list[Handoff]]
 
 
 def ready_apps(result: object) -> frozenset[str]:
@@ -103,7 +104,7 @@ class GroupCommitter:
             # Only the executor itself failing lands here (shutdown): the group's own errors are
             # outcomes. Nothing may be reported done.
             failure = errors.StoreUnavailable("the store is shutting down")
-            _settle([(future, None, failure) for _, future in batch])
+            _settle([(future, None, failure, None) for _, future in batch])
         else:
             _settle(done.result())
         self._schedule(loop)
@@ -112,51 +113,53 @@ class GroupCommitter:
         self, batch: Sequence[tuple[Call, asyncio.Future[Any]]], handoffs: Handoffs | None
     ) -> list[Outcome]:
         """Runs one group (on the loop, or in a store thread); returns every call's outcome."""
-        queue: list[tuple[Call, asyncio.Future[Any], bool]] = [(c, f, False) for c, f in batch]
+        queue: list[tuple[Call, asyncio.Future[Any], Handoff | None]] = [(c, f, None) for c, f in batch]
         outcomes: list[Outcome] = []
         try:
             with self._store.grouped():
                 ran = 0
                 while ran < len(queue):
-                    call, future, _ = queue[ran]
+                    call, future, handoff = queue[ran]
                     ran += 1
                     try:
                         value = call()
                     except GroupAborted:
                         raise
                     except Exception as exc:  # this call's savepoint rolled back; the rest go on
-                        outcomes.append((future, None, exc))
+                        outcomes.append((future, None, exc, handoff))
                         continue
-                    outcomes.append((future, value, None))
+                    outcomes.append((future, value, None, handoff))
                     if handoffs is not None:
                         for app_id in ready_apps(value):
-                            queue.extend((c, f, True) for c, f in handoffs(app_id))
+                            queue.extend((h.claim, h.future, h) for h in handoffs(app_id))
         except GroupAborted:
             # A call failed where savepoints are not used: the group rolled back; each call (and
             # each claim handed off so far) now runs alone, so that only the failing one fails.
-            outcomes = [_alone(call, future) for call, future, _ in queue]
+            outcomes = [_alone(call, future, handoff) for call, future, handoff in queue]
         except Exception as exc:
             # The commit failed: none of the calls took effect, so none may be reported done.
             if not isinstance(exc, errors.OrchestratorError):
                 logger.exception("group commit failed")
                 exc = errors.StoreUnavailable(f"database unavailable: {exc}")
-            return [(future, None, exc) for _, future, _ in queue]
+            return [(future, None, exc, handoff) for _, future, handoff in queue]
         # Handed-off pollers first: their replies carry the work the other calls made ready.
-        handed = {id(future) for _, future, is_handoff in queue if is_handoff}
-        outcomes.sort(key=lambda outcome: id(outcome[0]) not in handed)
+        outcomes.sort(key=lambda outcome: outcome[3] is None)
         return outcomes
 
 
-def _alone(call: Call, future: asyncio.Future[Any]) -> Outcome:
+def _alone(call: Call, future: asyncio.Future[Any], handoff: Handoff | None) -> Outcome:
     try:
-        return (future, call(), None)
+        return (future, call(), None, handoff)
     except Exception as exc:
-        return (future, None, exc)
+        return (future, None, exc, handoff)
 
 
 def _settle(outcomes: Sequence[Outcome]) -> None:
-    for future, value, error in outcomes:
+    for future, value, error, handoff in outcomes:
         if future.done():
+            if handoff is not None and error is None:
+                # The poller stopped waiting before its claim committed: hand its work back.
+                handoff.abandoned(value)
             continue
         if error is None:
             future.set_result(value)

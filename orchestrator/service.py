@@ -41,7 +41,7 @@ from orchestrator.engine.model import (
 )
 from orchestrator.scheduler.timers import Scheduler
 from orchestrator.store.base import Store
-from orchestrator.wakeups import ReplicaListener, Subscription, WorkSignals
+from orchestrator.wakeups import ReplicaListener, WorkSignals
 
 logger = logging.getLogger("orchestrator.service")
 
@@ -172,15 +172,22 @@ class Orchestrator:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
-                    handoff = self._leave_handoff(sub, claim, worker_id)
+                    if self._inline:
+                        sub.leave_handoff(
+                            lambda: claim(now_ms=clock.now_ms()),
+                            functools.partial(self._release_claimed, worker_id),
+                        )
                     try:
                         woken = await sub.wait(remaining)
                     except asyncio.CancelledError:
-                        if handoff is not None and handoff.done():
-                            self._release_abandoned(worker_id, handoff)
+                        handed = sub.handed()
+                        if isinstance(handed, ClaimResult):
+                            self._release_claimed(worker_id, handed)
                         raise
-                    result = self._handed(handoff)
-                    if not result.items and not woken:
+                    handed = sub.handed()
+                    if isinstance(handed, ClaimResult):
+                        result = handed
+                    elif not woken:
                         break
                 if result.items:
                     self._apply(result.wakeups)
@@ -199,37 +206,15 @@ class Orchestrator:
             future.add_done_callback(functools.partial(self._release_abandoned, worker_id))
             raise
 
-    def _leave_handoff(
-        self, sub: Subscription, claim: Callable[..., ClaimResult], worker_id: str
-    ) -> asyncio.Future[ClaimResult] | None:
-        """Lets a group commit that makes this app's work ready claim it for the parked poller
-        (inline stores: their groups run on the loop, where the subscriptions live). A poller gone
-        by the time the claim commits hands its work back."""
-        if not self._inline:
-            return None
-        future: asyncio.Future[ClaimResult] = asyncio.get_running_loop().create_future()
-        sub.handoff = (lambda: claim(now_ms=clock.now_ms()), future)
-
-        def settled(done: asyncio.Future[ClaimResult]) -> None:
-            if sub.active:
-                sub.wake()
-            else:
-                self._release_abandoned(worker_id, done)
-
-        future.add_done_callback(settled)
-        return future
-
-    @staticmethod
-    def _handed(handoff: asyncio.Future[ClaimResult] | None) -> ClaimResult:
-        """What a group commit claimed for the parked poller, if it did (a failed commit: nothing)."""
-        if handoff is None or not handoff.done() or handoff.cancelled() or handoff.exception() is not None:
-            return ClaimResult(())
-        return handoff.result()
-
     def _release_abandoned(self, worker_id: str, future: asyncio.Future[ClaimResult]) -> None:
-        if future.cancelled() or future.exception() is not None or not future.result().items:
+        if not future.cancelled() and future.exception() is None:
+            self._release_claimed(worker_id, future.result())
+
+    def _release_claimed(self, worker_id: str, result: ClaimResult) -> None:
+        """Hands back runs claimed for a poller that went away before it could take them."""
+        items = result.items
+        if not items:
             return
-        items = future.result().items
         logs.log(logger, "poll.abandoned", worker_id=worker_id, runs=len(items))
         task = asyncio.ensure_future(self._release_all(items))
         self._background.add(task)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -23,39 +24,55 @@ logger = logging.getLogger("orchestrator.wakeups")
 Listen = Callable[[Callable[[str | None], None], threading.Event], None]
 
 
+@dataclass
+class Handoff:
+    """A claim a parked poller left (see ``Subscription``): the store call, the poller's wake-up
+    future that receives its result, and what to do with a result nobody is waiting for any more
+    (the poller timed out or went away first: its runs are handed back)."""
+
+    claim: Callable[[], Any]
+    future: asyncio.Future[Any]
+    abandoned: Callable[[Any], None]
+
+
 class Subscription:
     """One parked poller's interest in an app's work.
 
-    A poller may leave a ``handoff``: the store call that would take the work (its claim) and the
-    future for its result. Whoever makes the app's work ready inside a group commit may run the
-    handoff in that same transaction (``WorkSignals.take_handoffs``) and settle the future after
-    the commit: the poller wakes with its work already leased, one transaction and one wake-up
-    sooner."""
+    It wakes once, through one future: with None (work may be ready: claim it) or, when a group
+    commit ran the poller's ``handoff`` (``WorkSignals.take_handoffs``), with that claim's result:
+    the poller wakes with its work already leased, and first in line, one transaction and one
+    wake-up sooner than claiming for itself."""
 
     def __init__(self, hub: WorkSignals, app_id: str) -> None:
         self._hub = hub
         self.app_id = app_id
-        self._event = asyncio.Event()
-        self.handoff: tuple[Callable[[], Any], asyncio.Future[Any]] | None = None
-        # False once unsubscribed: its poller stopped waiting.
-        self.active = True
+        self._woken: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.handoff: Handoff | None = None
 
     def wake(self) -> None:
         """Marks work as possibly available."""
-        self._event.set()
+        if not self._woken.done():
+            self._woken.set_result(None)
 
     @property
     def woken(self) -> bool:
-        """Whether a wake-up arrived since the subscription started."""
-        return self._event.is_set()
+        """Whether a wake-up (or a handed claim) arrived since the subscription started."""
+        return self._woken.done()
+
+    def handed(self) -> Any:
+        """The result of the claim a group commit ran for this poller, or None."""
+        woken = self._woken
+        if not woken.done() or woken.cancelled() or woken.exception() is not None:
+            return None
+        return woken.result()
 
     async def wait(self, timeout_s: float) -> bool:
         """Waits for a wake-up for at most ``timeout_s``; True when woken."""
-        if self._event.is_set():
+        if self._woken.done():
             return True
         try:
             async with asyncio.timeout(max(timeout_s, 0.0)):
-                await self._event.wait()
+                await self._woken
         except TimeoutError:
             return False
         return True
@@ -70,6 +87,10 @@ class Subscription:
         tb: TracebackType | None,
     ) -> None:
         self._hub.unsubscribe(self)
+
+    def leave_handoff(self, claim: Callable[[], Any], abandoned: Callable[[Any], None]) -> None:
+        """Lets a group commit run ``claim`` for this poller; its result wakes the poller."""
+        self.handoff = Handoff(claim, self._woken, abandoned)
 
 
 class WorkSignals:
@@ -95,14 +116,13 @@ class WorkSignals:
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Removes a subscription (idempotent)."""
-        sub.active = False
         subs = self._subs.get(sub.app_id)
         if subs is not None:
             subs.pop(sub, None)
             if not subs:
                 del self._subs[sub.app_id]
 
-    def take_handoffs(self, app_id: str) -> list[tuple[Callable[[], Any], asyncio.Future[Any]]]:
+    def take_handoffs(self, app_id: str) -> list[Handoff]:
         """The handoffs left by the app's parked pollers, oldest first; each is given out once."""
         taken = []
         for sub in self._subs.get(app_id, ()):
