@@ -81,10 +81,12 @@ def _assert_tree(spans: list[Span], run_id: str) -> Span:
 
 @pytest.mark.sqlite_only("spans are built from the same store records on both databases")
 def test_runs_are_traced_across_a_restart(
+    # First: set up before the processes and so torn down after them, it still receives what they
+    # export as they stop (instead of letting them retry an absent endpoint until they are killed).
+    receiver: OtlpReceiver,
     start_orchestrator: StartOrchestrator,
     start_worker: StartWorker,
     connect,
-    receiver: OtlpReceiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from sdk_python import Event, UnavailableError
