@@ -2,7 +2,8 @@
 
 The API layer calls this with validated domain requests; this layer calls the synchronous store,
 then turns what the store reports into wake-ups: parked polls of an app are woken when its work may
-exist, and the scheduler is poked when a nearer deadline appears.
+exist, and the scheduler is poked when a nearer deadline appears. It also hands what a call reports
+to the observer (traces, metrics) once the call committed, even if the caller went away meanwhile.
 
 Where store calls run depends on the store (``Store.inline``). SQLite's are short local
 transactions: they run right on the event loop, one at a time, which also serialises wait
@@ -18,6 +19,8 @@ threads, one transaction each.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -47,6 +50,19 @@ from orchestrator.wakeups import ReplicaListener, Subscription, WorkSignals
 logger = logging.getLogger("orchestrator.service")
 
 T = TypeVar("T")
+
+
+def _observe(observe: Callable[[T], None], result: T) -> None:
+    try:
+        observe(result)
+    except Exception:  # telemetry never fails the orchestrator: log and go on
+        logger.warning("telemetry hook failed", exc_info=True)
+
+
+def _hand_result(observe: Callable[[T], None], future: asyncio.Future[T]) -> None:
+    """A done callback: ``observe(result)`` for a future that has one (not cancelled or failed)."""
+    if not future.cancelled() and future.exception() is None:
+        _observe(observe, future.result())
 
 
 def _ready_apps(result: object) -> frozenset[str]:
@@ -123,6 +139,29 @@ class Orchestrator:
             loop.call_soon(self._commit_pending)
         return future
 
+    def _observed(self, call: Callable[[], T], observe: Callable[[T], None]) -> asyncio.Future[T]:
+        """Submits a store call like ``_submit``, and hands its result to ``observe`` on the loop
+        once it committed, whether or not its caller still waits for it: a span is emitted from the
+        result of the one commit that ended what it describes (a repeat of the call reports nothing),
+        so a caller that went away (a cancelled RPC) must not take the span with it."""
+        loop = asyncio.get_running_loop()
+        if self._inline:
+            # The call runs in a later group commit, or not at all when its caller went away first.
+            future = self._submit(call)
+            future.add_done_callback(functools.partial(_hand_result, observe))
+            return future
+        # A store thread commits even when the awaiting caller was cancelled meanwhile.
+        running = self._executor.submit(call)
+
+        def committed(done: concurrent.futures.Future[T]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody to tell
+                loop.call_soon_threadsafe(_observe, observe, done.result())
+
+        running.add_done_callback(committed)
+        return asyncio.wrap_future(running, loop=loop)
+
     def _commit_pending(self) -> None:
         """Runs the pending inline calls in one transaction, then answers each caller.
 
@@ -181,15 +220,18 @@ class Orchestrator:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     async def _scheduler_call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        # The scheduler's store calls, observed for the lease-expiry metric.
-        result = await self.call(fn, *args, **kwargs)
-        if isinstance(result, TimerResult):
-            self.observer.leases_expired(result.expired_leases)
-            if self.observer.metrics.enabled:
-                # Once per scheduler pass, and only with metrics on: one indexed count.
-                depth = await self.read(self._store.queue_depth, now_ms=clock.now_ms())
-                self.observer.metrics.queue_depth = depth
+        # The scheduler's store calls, observed: timers fired (spans of what they ended, lease
+        # expiries), and the queue depth.
+        result = await self._observed(functools.partial(fn, *args, **kwargs), self._timers_fired)
+        if isinstance(result, TimerResult) and self.observer.metrics.enabled:
+            # Once per scheduler pass, and only with metrics on: one indexed count.
+            depth = await self.read(self._store.queue_depth, now_ms=clock.now_ms())
+            self.observer.metrics.queue_depth = depth
         return result
+
+    def _timers_fired(self, result: object) -> None:
+        if isinstance(result, TimerResult):
+            self.observer.timers_fired(result)
 
     def _apply(self, wakeups: Wakeups) -> None:
         if wakeups.ready_apps:
@@ -199,9 +241,14 @@ class Orchestrator:
     async def send_events(self, events: Sequence[NewEvent]) -> IngestResult:
         """Ingests events; returns their ids and the runs they started."""
         start_ns = observability.now_ns()
-        result = await self.call(self._store.ingest_events, events, now_ms=clock.now_ms())
+
+        def observe(result: IngestResult) -> None:
+            self.observer.events_ingested(events, result, start_ns=start_ns, end_ns=observability.now_ns())
+
+        result = await self._observed(
+            functools.partial(self._store.ingest_events, events, now_ms=clock.now_ms()), observe
+        )
         self._apply(result.wakeups)
-        self.observer.events_ingested(events, result, start_ns=start_ns, end_ns=observability.now_ns())
         return result
 
     async def register_functions(self, app_id: str, functions: Sequence[FunctionSpec]) -> None:
@@ -249,12 +296,11 @@ class Orchestrator:
                         break
                 if result.items:
                     self._apply(result.wakeups)
-                    self.observer.work_claimed(result.items)
                     return result.items
         return ()
 
     async def _claim(self, claim: Callable[..., ClaimResult], worker_id: str) -> ClaimResult:
-        future = self._submit(lambda: claim(now_ms=clock.now_ms()))
+        future = self._observed(lambda: claim(now_ms=clock.now_ms()), self.observer.work_claimed)
         try:
             # Shielded: a poller that goes away (client cancel, deadline, disconnect) cancels us here,
             # but the claim may still commit. Its runs are leased, so nothing is lost (they come
@@ -273,6 +319,7 @@ class Orchestrator:
             return None
         future: asyncio.Future[ClaimResult] = asyncio.get_running_loop().create_future()
         sub.handoff = (lambda: claim(now_ms=clock.now_ms()), future)
+        future.add_done_callback(functools.partial(_hand_result, self.observer.work_claimed))
 
         def settled(done: asyncio.Future[ClaimResult]) -> None:
             if sub.active:
@@ -311,11 +358,13 @@ class Orchestrator:
     ) -> CompletionResult:
         """Records an outcome and says whether the worker goes on. ``trace`` is what the worker
         reported about its span for the step, if anything."""
-        result = await self.call(
-            self._store.complete_step, completion, now_ms=clock.now_ms(), lease_ms=self._lease_ms
+        result = await self._observed(
+            functools.partial(
+                self._store.complete_step, completion, now_ms=clock.now_ms(), lease_ms=self._lease_ms
+            ),
+            lambda committed: self.observer.step_completed(completion, committed, trace),
         )
         self._apply(result.wakeups)
-        self.observer.step_completed(completion, result, trace)
         return result
 
     async def extend_lease(self, run_id: str, lease_id: str) -> int:
