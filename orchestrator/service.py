@@ -395,9 +395,8 @@ class Orchestrator:
 
     async def cancel_run(self, run_id: str) -> RunView:
         """Cancels a run that has not ended."""
-        view = await self.call(self._store.cancel_run, run_id, now_ms=clock.now_ms())
-        self.observer.run_ended(view)
-        return view
+        cancel = functools.partial(self._store.cancel_run, run_id, now_ms=clock.now_ms())
+        return await self._observed(cancel, self.observer.run_ended)
 
     def begin_shutdown(self) -> None:
         """Parked polls end empty now and new polls do not park."""
