@@ -13,7 +13,10 @@ a future settled once the call's transaction has committed. Queued calls run tog
   raises aborts its group, which is rolled back and its calls replayed one transaction each.
 
 Either way a caller hears of its call only after the commit that made it durable, and a failed
-commit fails every call in the group: nothing is acknowledged that is not committed.
+commit fails every call in the group: nothing is acknowledged that is not committed. A call may
+come with an ``observe`` hook, handed its result once committed even when its caller went away
+meanwhile: a span is emitted from the one commit that ended what it describes, so a cancelled RPC
+must not take the span with it.
 """
 
 from __future__ import annotations
@@ -39,8 +42,12 @@ GROUPS_IN_FLIGHT = 2
 
 T = TypeVar("T")
 Call = Callable[[], Any]
-# What a call produced: (its caller's future, its value, the error it raised, the handoff it ran for).
-Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None, Handoff | None]
+Observe = Callable[[Any], None]
+# A queued call: the call, its caller's future, the handoff it runs for (if any), its observe hook.
+Queued = tuple[Call, "asyncio.Future[Any]", Handoff | None, Observe | None]
+# What a call produced: (its caller's future, its value, the error it raised, the handoff it ran
+# for, its observe hook).
+Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None, Handoff | None, Observe | None]
 # The claims an app's parked pollers left for its work.
 Handoffs = Callable[[str], list[Handoff]]
 
@@ -60,15 +67,16 @@ class GroupCommitter:
         self._inline = store.inline
         self._max_groups = max_groups
         self._handoffs = handoffs
-        self._pending: list[tuple[Call, asyncio.Future[Any]]] = []
+        self._pending: list[Queued] = []
         self._scheduled = False
         self._in_flight = 0
 
-    def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
-        """Queues ``call``; the future settles once its transaction committed (or failed)."""
+    def submit(self, call: Callable[[], T], observe: Callable[[T], None] | None = None) -> asyncio.Future[T]:
+        """Queues ``call``; the future settles once its transaction committed (or failed), and
+        ``observe`` gets the result of a committed call even if the future was cancelled by then."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((call, future))
+        self._pending.append((call, future, None, observe))
         self._schedule(loop)
         return future
 
@@ -81,7 +89,7 @@ class GroupCommitter:
     def _start_group(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False
         # A caller that went away before its call ran (a client cancel) is skipped: nothing was done.
-        batch = [(call, future) for call, future in self._pending if not future.cancelled()]
+        batch = [queued for queued in self._pending if not queued[1].cancelled()]
         self._pending = []
         if not batch:
             return
@@ -94,68 +102,70 @@ class GroupCommitter:
         running.add_done_callback(lambda done: self._group_done(loop, batch, done))
 
     def _group_done(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: Sequence[tuple[Call, asyncio.Future[Any]]],
-        done: asyncio.Future[list[Outcome]],
+        self, loop: asyncio.AbstractEventLoop, batch: Sequence[Queued], done: asyncio.Future[list[Outcome]]
     ) -> None:
         self._in_flight -= 1
         if done.cancelled() or done.exception() is not None:
             # Only the executor itself failing lands here (shutdown): the group's own errors are
             # outcomes. Nothing may be reported done.
             failure = errors.StoreUnavailable("the store is shutting down")
-            _settle([(future, None, failure, None) for _, future in batch])
+            _settle([(future, None, failure, None, None) for _, future, _, _ in batch])
         else:
             _settle(done.result())
         self._schedule(loop)
 
-    def _run_group(
-        self, batch: Sequence[tuple[Call, asyncio.Future[Any]]], handoffs: Handoffs | None
-    ) -> list[Outcome]:
+    def _run_group(self, batch: Sequence[Queued], handoffs: Handoffs | None) -> list[Outcome]:
         """Runs one group (on the loop, or in a store thread); returns every call's outcome."""
-        queue: list[tuple[Call, asyncio.Future[Any], Handoff | None]] = [(c, f, None) for c, f in batch]
+        queue: list[Queued] = list(batch)
         outcomes: list[Outcome] = []
         try:
             with self._store.grouped():
                 ran = 0
                 while ran < len(queue):
-                    call, future, handoff = queue[ran]
+                    call, future, handoff, observe = queue[ran]
                     ran += 1
                     try:
                         value = call()
                     except GroupAborted:
                         raise
                     except Exception as exc:  # this call's savepoint rolled back; the rest go on
-                        outcomes.append((future, None, exc, handoff))
+                        outcomes.append((future, None, exc, handoff, observe))
                         continue
-                    outcomes.append((future, value, None, handoff))
+                    outcomes.append((future, value, None, handoff, observe))
                     if handoffs is not None:
                         for app_id in ready_apps(value):
-                            queue.extend((h.claim, h.future, h) for h in handoffs(app_id))
+                            queue.extend((h.claim, h.future, h, h.observe) for h in handoffs(app_id))
         except GroupAborted:
             # A call failed where savepoints are not used: the group rolled back; each call (and
             # each claim handed off so far) now runs alone, so that only the failing one fails.
-            outcomes = [_alone(call, future, handoff) for call, future, handoff in queue]
+            outcomes = [_alone(*queued) for queued in queue]
         except Exception as exc:
             # The commit failed: none of the calls took effect, so none may be reported done.
             if not isinstance(exc, errors.OrchestratorError):
                 logger.exception("group commit failed")
                 exc = errors.StoreUnavailable(f"database unavailable: {exc}")
-            return [(future, None, exc, handoff) for _, future, handoff in queue]
+            return [(future, None, exc, handoff, None) for _, future, handoff, _ in queue]
         # Handed-off pollers first: their replies carry the work the other calls made ready.
         outcomes.sort(key=lambda outcome: outcome[3] is None)
         return outcomes
 
 
-def _alone(call: Call, future: asyncio.Future[Any], handoff: Handoff | None) -> Outcome:
+def _alone(
+    call: Call, future: asyncio.Future[Any], handoff: Handoff | None, observe: Observe | None
+) -> Outcome:
     try:
-        return (future, call(), None, handoff)
+        return (future, call(), None, handoff, observe)
     except Exception as exc:
-        return (future, None, exc, handoff)
+        return (future, None, exc, handoff, observe)
 
 
 def _settle(outcomes: Sequence[Outcome]) -> None:
-    for future, value, error, handoff in outcomes:
+    for future, value, error, handoff, observe in outcomes:
+        if error is None and observe is not None:
+            try:
+                observe(value)
+            except Exception:  # telemetry never fails the orchestrator: log and go on
+                logger.warning("telemetry hook failed", exc_info=True)
         if future.done():
             if handoff is not None and error is None:
                 # The poller stopped waiting before its claim committed: hand its work back.

@@ -2,7 +2,8 @@
 
 The API layer calls this with validated domain requests; this layer calls the synchronous store,
 then turns what the store reports into wake-ups: parked polls of an app are woken when its work may
-exist, and the scheduler is poked when a nearer deadline appears.
+exist, and the scheduler is poked when a nearer deadline appears. It also hands what a call reports
+to the observer (traces, metrics) once the call committed, even if the caller went away meanwhile.
 
 Store calls are group committed (``orchestrator.commits``): the calls of RPCs that arrive
 together share a transaction and a commit, and each caller is answered after that commit. Where
@@ -107,6 +108,11 @@ class Orchestrator:
         inline store, else in the store's thread pool."""
         return await self._commits.submit(functools.partial(fn, *args, **kwargs))
 
+    def _observed(self, call: Callable[[], T], observe: Callable[[T], None]) -> asyncio.Future[T]:
+        """Submits a store call whose committed result goes to ``observe`` whether or not its
+        caller still waits for it (see ``orchestrator.commits``)."""
+        return self._commits.submit(call, observe)
+
     async def read(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Runs a store read that may be long in the store's thread pool, off the loop (inline only
         where the store's one connection is shared)."""
@@ -116,15 +122,18 @@ class Orchestrator:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     async def _scheduler_call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        # The scheduler's store calls, observed for the lease-expiry metric.
-        result = await self.call(fn, *args, **kwargs)
-        if isinstance(result, TimerResult):
-            self.observer.leases_expired(result.expired_leases)
-            if self.observer.metrics.enabled:
-                # Once per scheduler pass, and only with metrics on: one indexed count.
-                depth = await self.read(self._store.queue_depth, now_ms=clock.now_ms())
-                self.observer.metrics.queue_depth = depth
+        # The scheduler's store calls, observed: timers fired (spans of what they ended, lease
+        # expiries), and the queue depth.
+        result = await self._observed(functools.partial(fn, *args, **kwargs), self._timers_fired)
+        if isinstance(result, TimerResult) and self.observer.metrics.enabled:
+            # Once per scheduler pass, and only with metrics on: one indexed count.
+            depth = await self.read(self._store.queue_depth, now_ms=clock.now_ms())
+            self.observer.metrics.queue_depth = depth
         return result
+
+    def _timers_fired(self, result: object) -> None:
+        if isinstance(result, TimerResult):
+            self.observer.timers_fired(result)
 
     def _apply(self, wakeups: Wakeups) -> None:
         if wakeups.ready_apps:
@@ -134,9 +143,14 @@ class Orchestrator:
     async def send_events(self, events: Sequence[NewEvent]) -> IngestResult:
         """Ingests events; returns their ids and the runs they started."""
         start_ns = observability.now_ns()
-        result = await self.call(self._store.ingest_events, events, now_ms=clock.now_ms())
+
+        def observe(result: IngestResult) -> None:
+            self.observer.events_ingested(events, result, start_ns=start_ns, end_ns=observability.now_ns())
+
+        result = await self._observed(
+            functools.partial(self._store.ingest_events, events, now_ms=clock.now_ms()), observe
+        )
         self._apply(result.wakeups)
-        self.observer.events_ingested(events, result, start_ns=start_ns, end_ns=observability.now_ns())
         return result
 
     async def register_functions(self, app_id: str, functions: Sequence[FunctionSpec]) -> None:
@@ -176,6 +190,7 @@ class Orchestrator:
                         sub.leave_handoff(
                             lambda: claim(now_ms=clock.now_ms()),
                             functools.partial(self._release_claimed, worker_id),
+                            self.observer.work_claimed,
                         )
                     try:
                         woken = await sub.wait(remaining)
@@ -191,12 +206,11 @@ class Orchestrator:
                         break
                 if result.items:
                     self._apply(result.wakeups)
-                    self.observer.work_claimed(result.items)
                     return result.items
         return ()
 
     async def _claim(self, claim: Callable[..., ClaimResult], worker_id: str) -> ClaimResult:
-        future = self._commits.submit(lambda: claim(now_ms=clock.now_ms()))
+        future = self._observed(lambda: claim(now_ms=clock.now_ms()), self.observer.work_claimed)
         try:
             # Shielded: a poller that goes away (client cancel, deadline, disconnect) cancels us here,
             # but the claim may still commit. Its runs are leased, so nothing is lost (they come
@@ -232,11 +246,13 @@ class Orchestrator:
     ) -> CompletionResult:
         """Records an outcome and says whether the worker goes on. ``trace`` is what the worker
         reported about its span for the step, if anything."""
-        result = await self.call(
-            self._store.complete_step, completion, now_ms=clock.now_ms(), lease_ms=self._lease_ms
+        result = await self._observed(
+            functools.partial(
+                self._store.complete_step, completion, now_ms=clock.now_ms(), lease_ms=self._lease_ms
+            ),
+            lambda committed: self.observer.step_completed(completion, committed, trace),
         )
         self._apply(result.wakeups)
-        self.observer.step_completed(completion, result, trace)
         return result
 
     async def extend_lease(self, run_id: str, lease_id: str) -> int:
@@ -267,9 +283,8 @@ class Orchestrator:
 
     async def cancel_run(self, run_id: str) -> RunView:
         """Cancels a run that has not ended."""
-        view = await self.call(self._store.cancel_run, run_id, now_ms=clock.now_ms())
-        self.observer.run_ended(view)
-        return view
+        cancel = functools.partial(self._store.cancel_run, run_id, now_ms=clock.now_ms())
+        return await self._observed(cancel, self.observer.run_ended)
 
     def begin_shutdown(self) -> None:
         """Parked polls end empty now and new polls do not park."""

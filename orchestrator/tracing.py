@@ -3,7 +3,8 @@
 A run lasts as long as it likes, crosses restarts and replicas, and executes on several workers, so
 no process can hold its spans open. Instead every id is derived from durable data: the trace id from
 the run id, the root span id from the run id, a step attempt's span id from (run, step, attempt)
-unless the worker chose it, an event's span context from the event id. Each span is then built
+with the function the worker SDK uses too (``sdk_python._tracing.step_span_id``; a worker may
+instead report the id it chose), an event's span context from the event id. Each span is then built
 whole, with its original start time, when the thing it describes ends, and handed to a
 ``BatchSpanProcessor``: exporting happens on the processor's thread, never in a store thread or a
 transaction.
@@ -14,8 +15,9 @@ Span names and attributes (also listed in the README):
   ``durable.function.id``, ``durable.event.id``, ``durable.event.name``, ``durable.run.status``;
   linked to the triggering event's span.
 - ``step <step_id>`` (child of the root): ``durable.step.id``, ``durable.step.kind``,
-  ``durable.step.attempt``, ``durable.step.status``; a failed attempt has status ERROR,
-  ``error.type`` and an ``exception`` event (``exception.type``, ``exception.message``).
+  ``durable.step.attempt``, ``durable.step.status`` (``completed``, ``failed``, or ``lost`` for an
+  attempt lost with its worker); a failed or lost attempt has status ERROR, ``error.type`` and an
+  ``exception`` event (``exception.type``, ``exception.message``).
 - ``sleep <step_id>`` / ``wait <step_id>``: ``durable.sleep.until_ms`` or ``durable.wait.event``,
   ``durable.wait.match``, ``durable.wait.timeout_ms``, ``durable.wait.resumed_by`` (an event id or
   ``timed out``); a resumed wait links to the resuming event's span.
@@ -45,7 +47,16 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from orchestrator.engine.model import ErrorInfo, RunStatus, RunView, StepAttempt, StepKind, StepView
+from orchestrator.engine.model import (
+    ErrorInfo,
+    LostAttempts,
+    RunStatus,
+    RunView,
+    StepAttempt,
+    StepKind,
+    StepView,
+)
+from sdk_python import _tracing as sdk_tracing
 
 logger = logging.getLogger("orchestrator.tracing")
 
@@ -70,6 +81,7 @@ WAIT_EVENT = "durable.wait.event"
 WAIT_MATCH = "durable.wait.match"
 WAIT_TIMEOUT = "durable.wait.timeout_ms"
 WAIT_RESUMED_BY = "durable.wait.resumed_by"
+LOST = "lost"  # the durable.step.status of an attempt lost with its worker
 
 
 def _digest(*parts: str) -> bytes:
@@ -115,6 +127,13 @@ def traceparent(run_id: str) -> str:
 def ms_to_ns(ms: int) -> int:
     """Unix ms to Unix ns."""
     return ms * 1_000_000
+
+
+def step_context(run_id: str, step_id: str, attempt: int) -> SpanContext:
+    """The span context of a step attempt's span (unless its worker chose another id)."""
+    trace_id = run_trace_id(run_id)
+    sid = sdk_tracing.step_span_id(run_id, step_id, attempt)
+    return SpanContext(trace_id, sid, is_remote=False, trace_flags=SAMPLED)
 
 
 @dataclass(frozen=True)
@@ -232,13 +251,18 @@ class Tracer:
         attempt: StepAttempt,
         trace: StepTrace | None = None,
         links: Sequence[Link] = (),
+        *,
+        status: str | None = None,
     ) -> None:
-        """The span of one attempt of a step.run (or of a send_event), a child of the run's root."""
+        """The span of one attempt of a step.run (or of a send_event), a child of the run's root.
+        ``status`` overrides the ``durable.step.status`` the attempt's outcome gives."""
         if self._processor is None:
             return
         trace = trace or StepTrace()
         root = run_context(run_id)
-        sid = trace.span_id or span_id("step", run_id, step_id, str(attempt.attempt))
+        context = step_context(run_id, step_id, attempt.attempt)
+        if trace.span_id:
+            context = SpanContext(root.trace_id, trace.span_id, is_remote=False, trace_flags=SAMPLED)
         start_ns = trace.started_ns or ms_to_ns(attempt.started_ms)
         end_ns = trace.ended_ns or ms_to_ns(attempt.ended_ms)
         attributes: dict[str, AttributeValue] = {
@@ -246,7 +270,7 @@ class Tracer:
             STEP_ID: step_id,
             STEP_KIND: str(kind),
             STEP_ATTEMPT: attempt.attempt,
-            STEP_STATUS: "failed" if attempt.failed else "completed",
+            STEP_STATUS: status or ("failed" if attempt.failed else "completed"),
         }
         events: list[Event] = []
         error = None
@@ -257,7 +281,7 @@ class Tracer:
             error = f"{info.name}: {info.message}"
         self._emit(
             f"step {step_id}",
-            SpanContext(root.trace_id, sid, is_remote=False, trace_flags=SAMPLED),
+            context,
             parent=root,
             start_ns=start_ns,
             end_ns=end_ns,
@@ -266,6 +290,14 @@ class Tracer:
             links=links,
             error=error,
         )
+
+    def attempts_lost(self, lost: LostAttempts) -> None:
+        """The spans of step attempts lost with their workers, under the ids the workers derived for
+        them: status ``lost`` and an ``exception`` event with the recorded error. Dated when the loss
+        was recorded: no worker reported when they began or ended."""
+        for number in range(lost.first_attempt, lost.first_attempt + lost.count):
+            attempt = StepAttempt(number, lost.at_ms, lost.at_ms, True, lost.error)
+            self.step_attempt(lost.run_id, lost.step_id, StepKind.RUN, attempt, status=LOST)
 
     def suspension_ended(self, run_id: str, step: StepView) -> None:
         """The span of a sleep or a wait that has ended, a child of the run's root; a wait resumed

@@ -27,12 +27,14 @@ Listen = Callable[[Callable[[str | None], None], threading.Event], None]
 @dataclass
 class Handoff:
     """A claim a parked poller left (see ``Subscription``): the store call, the poller's wake-up
-    future that receives its result, and what to do with a result nobody is waiting for any more
-    (the poller timed out or went away first: its runs are handed back)."""
+    future that receives its result, what to do with a result nobody is waiting for any more (the
+    poller timed out or went away first: its runs are handed back), and who observes the committed
+    result (traces)."""
 
     claim: Callable[[], Any]
     future: asyncio.Future[Any]
     abandoned: Callable[[Any], None]
+    observe: Callable[[Any], None] | None = None
 
 
 class Subscription:
@@ -88,9 +90,14 @@ class Subscription:
     ) -> None:
         self._hub.unsubscribe(self)
 
-    def leave_handoff(self, claim: Callable[[], Any], abandoned: Callable[[Any], None]) -> None:
+    def leave_handoff(
+        self,
+        claim: Callable[[], Any],
+        abandoned: Callable[[Any], None],
+        observe: Callable[[Any], None] | None = None,
+    ) -> None:
         """Lets a group commit run ``claim`` for this poller; its result wakes the poller."""
-        self.handoff = Handoff(claim, self._woken, abandoned)
+        self.handoff = Handoff(claim, self._woken, abandoned, observe)
 
 
 class WorkSignals:

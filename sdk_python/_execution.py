@@ -83,6 +83,9 @@ class RunExecution:
         self.lease_id = item.lease_id
         self.lease_expires_ms = item.lease_expires_unix_ms
         self.replay = Replay.from_pb(item.steps)
+        # Attempts lost with dead workers: the orchestrator charges them to this execution's first
+        # outcome, so the first step.run attempt started here is numbered after them (see next_attempt).
+        self._lost_attempts = item.lost_attempts
         self.loop = loop
         # Set once the run is no longer ours (lease lost, worker shutting down): every later step call
         # and completion stops the execution instead of talking to the orchestrator.
@@ -112,6 +115,14 @@ class RunExecution:
             error = ErrorInfo(name="StepFailed", message=f"step {reached.step_id!r} already failed")
             raise self.fail(Failure(error=error, retriable=False))
         return reached
+
+    def next_attempt(self, reached: Reached) -> int:
+        """The number the orchestrator will record for the attempt of `reached` about to start (its
+        step span's id derives from it): the step's failed attempts so far, plus, for the first
+        attempt of this execution, the attempts lost with dead workers. Later attempts in place add
+        one each."""
+        lost, self._lost_attempts = self._lost_attempts, 0
+        return (reached.memo.attempts if reached.memo is not None else 0) + lost
 
     def check_live(self) -> None:
         """Raises the interrupt that ends this execution if it has already been told to end."""
@@ -190,6 +201,9 @@ class RunExecution:
         """
         request.run_id = self.run_id
         request.lease_id = self.lease_id
+        # Whatever the first outcome is, it takes the lost attempts (a sleep, a wait, a send or the
+        # run's end drops them): no later step attempt is numbered after them.
+        self._lost_attempts = 0
         if self.ended:
             raise RunStopped("the orchestrator already said stop")
         delays = backoff()

@@ -1,10 +1,13 @@
 """The worker's part of a run's trace: a span around each step.run attempt, in the run's trace.
 
-The work item carries the W3C ``traceparent`` of the run's root span. For each attempt the SDK picks
-the id of the step span (which the orchestrator emits, once the outcome is reported, under that id
-and as a child of the run's root) and runs the user's code inside its own span ``step.run <id>``,
-a child of the step span. Any span the user opens with a normal tracer nests under it, in a
-coroutine or in the thread a plain function runs in (contextvars are carried there).
+The work item carries the W3C ``traceparent`` of the run's root span. Each step attempt has a step
+span, which the orchestrator emits as a child of the run's root once it records the attempt: when the
+worker reports its outcome, or, for an attempt lost with its worker, when the loss is recorded. Its
+id derives from the attempt's identity (``step_span_id``: run id, step id, attempt number), so the
+worker knows it without being told and the orchestrator needs no report from a worker that died. The
+SDK runs the user's code inside its own span ``step.run <id>``, a child of the step span. Any span the
+user opens with a normal tracer nests under it, in a coroutine or in the thread a plain function runs
+in (contextvars are carried there).
 
 The SDK uses the global tracer provider and never installs one: without one the spans cost next to
 nothing and are not exported, but the context still flows, so the user's own spans (exported by
@@ -13,7 +16,7 @@ whatever the application configured) still land in the run's trace.
 
 from __future__ import annotations
 
-import random
+import hashlib
 import time
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -29,7 +32,16 @@ from sdk_python._proto.durable.v1 import orchestrator_pb2 as pb
 _PROPAGATOR = TraceContextTextMapPropagator()
 # A ProxyTracer: it follows whatever provider the application sets globally, even later.
 _TRACER = trace.get_tracer("sdk_python")
-_RNG = random.SystemRandom()
+
+
+def step_span_id(run_id: str, step_id: str, attempt: int) -> int:
+    """The span id of a step attempt's span: the first 8 bytes (big-endian) of the SHA-256 of
+    ``"span", "step", run_id, step_id, str(attempt)`` joined by NUL characters; 1 instead of 0.
+
+    The orchestrator uses this very function, and the protocol documents it for other SDKs."""
+    digest = hashlib.sha256("\x00".join(("span", "step", run_id, step_id, str(attempt))).encode()).digest()
+    # The all-zero id is invalid in W3C trace context; a hash hitting it must still give a valid id.
+    return int.from_bytes(digest[:8], "big") or 1
 
 
 def run_parent(traceparent: str) -> SpanContext | None:
@@ -41,8 +53,9 @@ def run_parent(traceparent: str) -> SpanContext | None:
 
 
 class StepSpan:
-    """Context manager around one attempt of step.run's user code; ``report`` adds what the
-    orchestrator needs to emit the step span to the outcome."""
+    """Context manager around one attempt of step.run's user code; ``report`` adds the attempt's
+    number and precise times to the outcome. ``attempt`` must be the number the orchestrator records
+    for the attempt (``RunExecution.next_attempt``): the parent's id derives from it."""
 
     def __init__(self, traceparent: str, *, run_id: str, step_id: str, attempt: int) -> None:
         self._root = run_parent(traceparent)
@@ -53,7 +66,7 @@ class StepSpan:
             "durable.step.id": step_id,
             "durable.step.attempt": attempt,
         }
-        self.span_id = _RNG.getrandbits(64) or 1
+        self.span_id = step_span_id(run_id, step_id, attempt)
         self.started_ns = 0
         self.ended_ns = 0
         self._cm: AbstractContextManager[Span] | None = None
@@ -88,10 +101,9 @@ class StepSpan:
         self.ended_ns = time.time_ns()
 
     def report(self, request: pb.CompleteStepRequest) -> None:
-        """Adds the step span's id, the attempt and precise times to the step's completion."""
+        """Adds the attempt and precise times to the step's completion (no ``step_span_id``: the
+        orchestrator derives the same id)."""
         request.step_attempt = self._attempt
         if self.started_ns and self.ended_ns:
             request.started_unix_nano = self.started_ns
             request.ended_unix_nano = self.ended_ns
-        if self._root is not None:
-            request.step_span_id = f"{self.span_id:016x}"

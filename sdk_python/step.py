@@ -60,7 +60,7 @@ class Step:
         reached = self._x.reach(step_id, "run")
         if reached.completed:
             return reached.memoized_result()
-        attempt = reached.memo.attempts if reached.memo is not None else 0  # failed attempts so far
+        attempt = self._x.next_attempt(reached)
         while True:
             started = now_ms()
             span = _tracing.StepSpan(
@@ -74,7 +74,7 @@ class Step:
             else:
                 request = _run_step_request(reached, started, value=value)
             span.report(request)
-            _log_step(self._x, reached, request)
+            _log_step(self._x, reached, request, attempt)
             reply = await self._x.complete(request)
             if not _retry_in_place(request, reply):
                 return self._x.result(reached, reply)
@@ -142,7 +142,7 @@ class StepSync:
         reached = self._x.reach(step_id, "run")
         if reached.completed:
             return reached.memoized_result()
-        attempt = reached.memo.attempts if reached.memo is not None else 0  # failed attempts so far
+        attempt = self._x.next_attempt(reached)
         while True:
             started = now_ms()
             span = _tracing.StepSpan(
@@ -156,7 +156,7 @@ class StepSync:
             else:
                 request = _run_step_request(reached, started, value=value)
             span.report(request)
-            _log_step(self._x, reached, request)
+            _log_step(self._x, reached, request, attempt)
             reply = self._x.bridge(self._x.complete(request))
             if not _retry_in_place(request, reply):
                 return self._x.result(reached, reply)
@@ -278,9 +278,10 @@ def _after(duration: timedelta, name: str) -> int:
     return now_ms() + int(duration.total_seconds() * 1000)
 
 
-def _log_step(execution: RunExecution, reached: Reached, request: pb.CompleteStepRequest) -> None:
+def _log_step(
+    execution: RunExecution, reached: Reached, request: pb.CompleteStepRequest, attempt: int
+) -> None:
     took = request.ended_unix_ms - request.started_unix_ms
-    attempt = reached.memo.attempts if reached.memo is not None else 0
     if request.HasField("step_output"):
         logger.info("run %s: step %r completed in %d ms (attempt %d)", execution.run_id, reached.step_id,
                     took, attempt)

@@ -76,6 +76,7 @@ def work_item(item: WorkItem) -> pb.WorkItem:
         lease_id=item.lease_id,
         lease_expires_unix_ms=item.lease_expires_ms,
         traceparent=tracing.traceparent(item.run_id),
+        lost_attempts=item.lost_attempts,
     )
 
 

@@ -128,6 +128,9 @@ class WorkItem:
     attempt: int
     lease_id: str
     lease_expires_ms: int
+    # Attempts lost with their workers since the run's last outcome: its next outcome is charged
+    # with them (see ``orchestrator.store.lost``), so the worker numbers its first attempt after them.
+    lost_attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -288,12 +291,36 @@ class Wakeups:
 
 
 @dataclass(frozen=True)
+class SuspensionEnded:
+    """A sleep or a wait that a transaction ended: reported in its result so that the span of the
+    suspension is emitted once, after that commit, and by no other transaction."""
+
+    run_id: str
+    step_id: str
+
+
+@dataclass(frozen=True)
+class LostAttempts:
+    """Attempts of a step lost with their workers that a transaction recorded in the step's history
+    (numbered ``first_attempt`` on, dated ``at_ms``): reported so that their spans are emitted."""
+
+    run_id: str
+    step_id: str
+    first_attempt: int
+    count: int
+    at_ms: int
+    error: ErrorInfo
+
+
+@dataclass(frozen=True)
 class IngestResult:
     """The result of SendEvent."""
 
     ids: tuple[str, ...]
     run_ids: tuple[str, ...]
     wakeups: Wakeups = field(default_factory=Wakeups)
+    # The waits the events resumed.
+    ended: tuple[SuspensionEnded, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -304,6 +331,14 @@ class CompletionResult:
     output_json: str = ""
     lease_expires_ms: int = 0
     wakeups: Wakeups = field(default_factory=Wakeups)
+    # What the completion recorded, for telemetry: the attempt of a step.run or send_event (None for
+    # a repeated completion, which records nothing), the attempts lost with their workers that it
+    # charged to the step, the suspensions it ended (its own sleep or wait over at once, or waits of
+    # other runs that the events of a send_event resumed), and whether it ended the run.
+    attempt: StepAttempt | None = None
+    lost: tuple[LostAttempts, ...] = ()
+    ended: tuple[SuspensionEnded, ...] = ()
+    run_ended: bool = False
 
 
 @dataclass(frozen=True)
@@ -312,6 +347,8 @@ class ClaimResult:
 
     items: tuple[WorkItem, ...]
     wakeups: Wakeups = field(default_factory=Wakeups)
+    # The sleeps that had elapsed and that the claim completed.
+    ended: tuple[SuspensionEnded, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -321,3 +358,8 @@ class TimerResult:
     timed_out_waits: int = 0
     expired_leases: int = 0
     wakeups: Wakeups = field(default_factory=Wakeups)
+    # The waits that timed out, the runs that failed because lost attempts used up their retries,
+    # and the lost attempts recorded on those runs' retrying steps.
+    ended: tuple[SuspensionEnded, ...] = ()
+    failed_runs: tuple[str, ...] = ()
+    lost: tuple[LostAttempts, ...] = ()

@@ -5,6 +5,7 @@ its attempt history and the run's next scheduling state, and builds the reply.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from sqlalchemy import and_, bindparam, insert, select, update
@@ -24,10 +25,12 @@ from orchestrator.engine.model import (
     RunStatus,
     SendEvents,
     Sleep,
+    StepAttempt,
     StepError,
     StepKind,
     StepOutput,
     StepStatus,
+    SuspensionEnded,
     WaitForEvent,
     WaitStatus,
     Wakeups,
@@ -340,14 +343,15 @@ def _step_output(
         )
         if written.rowcount != 1:
             raise errors.StepConflict(f"step {c.step_id} of run {run.id} was recorded concurrently")
-    lost.record(tx, run.id, c.step_id, attempt - lost_n, lost_n, c.started_ms or now_ms)
+    started, ended = c.started_ms or now_ms, c.ended_ms or now_ms
+    lost_attempts = lost.record(tx, run.id, c.step_id, attempt - lost_n, lost_n, started)
     if attempt > 0:
         # After failed (or lost) attempts, which have rows: this one gets its row too.
-        txn.insert_attempt(
-            tx, run.id, c.step_id, attempt, c.started_ms or now_ms, c.ended_ms or now_ms, c.lease_id, None
-        )
+        txn.insert_attempt(tx, run.id, c.step_id, attempt, started, ended, c.lease_id, None)
     tx.log("step.completed", run_id=run.id, step_id=c.step_id, kind=StepKind.RUN, attempt=attempt)
-    return _continue_run(tx, run, now_ms, lease_ms, outcome.output_json, step_count=step_count)
+    result = _continue_run(tx, run, now_ms, lease_ms, outcome.output_json, step_count=step_count)
+    this_attempt = StepAttempt(attempt, started, ended, False, None)
+    return dataclasses.replace(result, attempt=this_attempt, lost=lost_attempts)
 
 
 def _step_error(
@@ -381,17 +385,10 @@ def _step_error(
         ended_ms=None if decision.retry else (c.ended_ms or now_ms),
         **txn.error_columns(error),
     )
-    lost.record(tx, run.id, c.step_id, attempt - lost_n, lost_n, c.started_ms or now_ms)
-    txn.insert_attempt(
-        tx,
-        run.id,
-        c.step_id,
-        attempt,
-        c.started_ms or now_ms,
-        c.ended_ms or now_ms,
-        c.lease_id,
-        outcome.error,
-    )
+    started, ended = c.started_ms or now_ms, c.ended_ms or now_ms
+    lost_attempts = lost.record(tx, run.id, c.step_id, attempt - lost_n, lost_n, started)
+    txn.insert_attempt(tx, run.id, c.step_id, attempt, started, ended, c.lease_id, outcome.error)
+    this_attempt = StepAttempt(attempt, started, ended, True, outcome.error)
     if decision.retry:
         ready_at = now_ms + decision.delay_ms
         _let_go_ready(tx, run, c.lease_id, step_count, ready_at, run.body_attempts)
@@ -403,7 +400,8 @@ def _step_error(
             delay_ms=decision.delay_ms,
             error=outcome.error.name,
         )
-        return CompletionResult(Directive.STOP, wakeups=_wakeups_at(run, ready_at, now_ms))
+        wakeups = _wakeups_at(run, ready_at, now_ms)
+        return CompletionResult(Directive.STOP, wakeups=wakeups, attempt=this_attempt, lost=lost_attempts)
     tx.log(
         "step.failed",
         run_id=run.id,
@@ -414,7 +412,7 @@ def _step_error(
         lost_attempts=lost_n,
     )
     _end_run(tx, run, c.lease_id, RunStatus.FAILED, now_ms, step_count=step_count, error=error)
-    return CompletionResult(Directive.STOP)
+    return CompletionResult(Directive.STOP, attempt=this_attempt, lost=lost_attempts, run_ended=True)
 
 
 def _wakeups_at(run: AnyRow, ready_at_ms: int, now_ms: int) -> Wakeups:
@@ -440,7 +438,8 @@ def _sleep(
             step_count = run.step_count
             _SLEEP_ELAPSED.run_later(tx, run_id=run.id, step_id=c.step_id, ended_ms=now_ms)
         tx.log("step.completed", run_id=run.id, step_id=c.step_id, kind=StepKind.SLEEP)
-        return _continue_run(tx, run, now_ms, lease_ms, "null", step_count=step_count)
+        result = _continue_run(tx, run, now_ms, lease_ms, "null", step_count=step_count)
+        return dataclasses.replace(result, ended=(SuspensionEnded(run.id, c.step_id),))
     step_count = run.step_count
     if not recorded:
         step_count = _insert_step(tx, run, c, StepKind.SLEEP, StepStatus.SLEEPING, now_ms, wake_ms=until)
@@ -486,7 +485,8 @@ def _wait(
             tx.log("wait.matched", run_id=run.id, step_id=c.step_id, event_id=found.id, backlog=True)
         else:
             tx.log("wait.timed_out", run_id=run.id, step_id=c.step_id)
-        return _continue_run(tx, run, now_ms, lease_ms, output, step_count=step_count)
+        result = _continue_run(tx, run, now_ms, lease_ms, output, step_count=step_count)
+        return dataclasses.replace(result, ended=(SuspensionEnded(run.id, c.step_id),))
     step_count = _insert_step(
         tx,
         run,
@@ -558,14 +558,15 @@ def _send_events(
         events=len(ingested.ids),
     )
     result = _continue_run(tx, run, now_ms, lease_ms, output, step_count=step_count)
-    return CompletionResult(result.directive, result.output_json, result.lease_expires_ms, ingested.wakeups)
+    this_attempt = StepAttempt(0, c.started_ms or now_ms, c.ended_ms or now_ms, False, None)
+    return dataclasses.replace(result, wakeups=ingested.wakeups, attempt=this_attempt, ended=ingested.ended)
 
 
 def _run_completed(
     tx: Tx, run: AnyRow, c: Completion, outcome: RunCompleted, now_ms: int
 ) -> CompletionResult:
     _end_run(tx, run, c.lease_id, RunStatus.COMPLETED, now_ms, output=outcome.output_json)
-    return CompletionResult(Directive.STOP)
+    return CompletionResult(Directive.STOP, run_ended=True)
 
 
 def _run_failed(
@@ -600,7 +601,7 @@ def _run_failed(
         error=lost.exhausted_error(outcome.error, lost_n),
         body_attempts=attempt + 1,
     )
-    return CompletionResult(Directive.STOP)
+    return CompletionResult(Directive.STOP, run_ended=True)
 
 
 def _end_run(

@@ -4,6 +4,7 @@ waits; and function registration."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, text, update
@@ -18,6 +19,7 @@ from orchestrator.engine.model import (
     RunState,
     RunStatus,
     StepStatus,
+    SuspensionEnded,
     WaitStatus,
     Wakeups,
 )
@@ -108,6 +110,15 @@ _UNPARK = Prepared(
 )
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A wait that ``resolve_wait`` resolved: the app of the run it made ready (None when the run was
+    not parked), and the suspension it ended."""
+
+    app_id: str | None
+    ended: SuspensionEnded
+
+
 def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
     """Stores new events (a known id is acknowledged and starts nothing), starts the runs they
     trigger and resumes the waits they match."""
@@ -130,8 +141,10 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
     )
     run_ids, ready_apps = _start_runs(tx, records, triggered.all(), now_ms)
     paths = {name: found for name, result in zip(names, waited, strict=True) if (found := result.scalars())}
-    ready_apps |= _resolve_waits(tx, records, paths, now_ms)
-    return IngestResult(tuple(ids), tuple(run_ids), Wakeups(frozenset(ready_apps)))
+    resolved = _resolve_waits(tx, records, paths, now_ms)
+    ready_apps.update(r.app_id for r in resolved if r.app_id is not None)
+    ended = tuple(r.ended for r in resolved)
+    return IngestResult(tuple(ids), tuple(run_ids), Wakeups(frozenset(ready_apps)), ended)
 
 
 def _insert_new(tx: Tx, rows: Sequence[dict[str, Any]]) -> list[EventRecord]:
@@ -200,12 +213,12 @@ def _start_runs(
 
 def _resolve_waits(
     tx: Tx, records: Sequence[EventRecord], paths: dict[str, list[str]], now_ms: int
-) -> set[str]:
+) -> list[Resolved]:
     """Resumes the open waits the new events match, given the match paths waited on under each
     name: an indexed lookup per event and path."""
     if not paths:
-        return set()
-    apps: set[str] = set()
+        return []
+    resolved: list[Resolved] = []
     for record in records:
         waited = paths.get(record.name)
         if not waited:
@@ -221,10 +234,10 @@ def _resolve_waits(
             for wait in candidates:
                 if wait.match_value != value:
                     continue
-                app = resolve_wait(tx, wait.id, wait.run_id, wait.step_id, record, now_ms)
-                if app is not None:
-                    apps.add(app)
-    return apps
+                won = resolve_wait(tx, wait.id, wait.run_id, wait.step_id, record, now_ms)
+                if won is not None:
+                    resolved.append(won)
+    return resolved
 
 
 def resolve_wait(
@@ -234,10 +247,10 @@ def resolve_wait(
     step_id: str,
     record: EventRecord | None,
     now_ms: int,
-) -> str | None:
+) -> Resolved | None:
     """Resolves one wait with an event (or a timeout when ``record`` is None). The conditional
-    update on the wait row decides a race between the two: exactly one wins. Returns the app
-    of the run made ready, or None when the other side had already won."""
+    update on the wait row decides a race between the two: exactly one wins, and only its result
+    reports the wait ended. Returns None when the other side had already won."""
     won = _RESOLVE_WAIT.run(
         tx,
         wait_id=wait_id,
@@ -268,7 +281,7 @@ def resolve_wait(
         tx.log("wait.matched", run_id=run_id, step_id=step_id, event_id=record.id)
     else:
         tx.log("wait.timed_out", run_id=run_id, step_id=step_id)
-    return str(app_id) if app_id is not None else None
+    return Resolved(str(app_id) if app_id is not None else None, SuspensionEnded(run_id, step_id))
 
 
 def register(tx: Tx, app_id: str, functions: Sequence[FunctionSpec], now_ms: int) -> None:

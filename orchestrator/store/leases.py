@@ -15,6 +15,7 @@ from orchestrator.engine.model import (
     RunState,
     StepKind,
     StepStatus,
+    SuspensionEnded,
     Wakeups,
     WorkItem,
 )
@@ -130,7 +131,7 @@ def claim(
             leased.append((row, lease_id))
     # A run's memo only exists once it recorded a step: a first hand-out reads nothing more.
     with_steps = [row.id for row, _ in leased if row.step_count]
-    memo = _memo_steps(tx, with_steps, now_ms) if with_steps else {}
+    memo, ended = _memo_steps(tx, with_steps, now_ms) if with_steps else ({}, ())
     items: list[WorkItem] = []
     for row, lease_id in leased:
         steps = memo.get(row.id, ())
@@ -152,6 +153,7 @@ def claim(
                 attempt=attempt,
                 lease_id=lease_id,
                 lease_expires_ms=expires,
+                lost_attempts=row.lost_attempts,
             )
         )
         tx.log(
@@ -162,14 +164,17 @@ def claim(
             attempt=attempt,
             steps=len(steps),
         )
-    return ClaimResult(tuple(items), Wakeups(deadline_ms=expires))
+    return ClaimResult(tuple(items), Wakeups(deadline_ms=expires), ended)
 
 
-def _memo_steps(tx: Tx, run_ids: Sequence[str], now_ms: int) -> dict[str, tuple[MemoStep, ...]]:
+def _memo_steps(
+    tx: Tx, run_ids: Sequence[str], now_ms: int
+) -> tuple[dict[str, tuple[MemoStep, ...]], tuple[SuspensionEnded, ...]]:
     """The recorded steps of the runs, completing the sleeps that have elapsed (a sleeping run is
-    simply ready at its wake time: the claim that takes it ends the sleep)."""
+    simply ready at its wake time: the claim that takes it ends the sleep); and those sleeps."""
     memo: dict[str, list[MemoStep]] = {}
     woke: set[str] = set()
+    ended: list[SuspensionEnded] = []
     for row in _STEPS_OF.run(tx, run_ids=list(run_ids)):
         status, output = StepStatus(row.status), row.output or ""
         if status == StepStatus.SLEEPING and row.wake_ms <= now_ms:
@@ -177,6 +182,7 @@ def _memo_steps(tx: Tx, run_ids: Sequence[str], now_ms: int) -> dict[str, tuple[
             tx.log("step.completed", run_id=row.run_id, step_id=row.step_id, kind=StepKind.SLEEP)
             status, output = StepStatus.COMPLETED, "null"
             woke.add(row.run_id)
+            ended.append(SuspensionEnded(row.run_id, row.step_id))
         memo.setdefault(row.run_id, []).append(
             MemoStep(
                 id=row.step_id,
@@ -190,7 +196,7 @@ def _memo_steps(tx: Tx, run_ids: Sequence[str], now_ms: int) -> dict[str, tuple[
     for run_id in woke:
         # The sleep is the run's newest committed step: a wait after it looks at events from now on.
         _MARK.run(tx, run_id=run_id)
-    return {run_id: tuple(steps) for run_id, steps in memo.items()}
+    return {run_id: tuple(steps) for run_id, steps in memo.items()}, tuple(ended)
 
 
 def extend(tx: Tx, run_id: str, lease_id: str, now_ms: int, lease_ms: int) -> int:

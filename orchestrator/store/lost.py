@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from orchestrator.engine import transitions
-from orchestrator.engine.model import ErrorInfo, RunState, RunStatus, StepKind, StepStatus
+from orchestrator.engine.model import ErrorInfo, LostAttempts, RunState, RunStatus, StepKind, StepStatus
 from orchestrator.store import schema as t
 from orchestrator.store import txn
 from orchestrator.store.txn import Tx
@@ -17,11 +17,16 @@ from orchestrator.store.txn import Tx
 LOST = ErrorInfo("AttemptLost", "the worker stopped responding during the attempt (lease expired)")
 
 
-def record(tx: Tx, run_id: str, step_id: str, first_attempt: int, count: int, at_ms: int) -> None:
-    """Adds ``count`` failed attempts, numbered from ``first_attempt``, to a step's history.
+def record(
+    tx: Tx, run_id: str, step_id: str, first_attempt: int, count: int, at_ms: int
+) -> tuple[LostAttempts, ...]:
+    """Adds ``count`` failed attempts, numbered from ``first_attempt``, to a step's history; returns
+    what it recorded (nothing when ``count`` is 0), for their spans.
 
     When a lost attempt began and ended is unknown (its worker never reported), so it is dated
     ``at_ms``: the start of the attempt that followed it, or the expiry that failed the run."""
+    if count == 0:
+        return ()
     for attempt in range(first_attempt, first_attempt + count):
         tx.conn.execute(
             t.step_attempts.insert().values(
@@ -35,6 +40,7 @@ def record(tx: Tx, run_id: str, step_id: str, first_attempt: int, count: int, at
                 **txn.error_columns(LOST),
             )
         )
+    return (LostAttempts(run_id, step_id, first_attempt, count, at_ms, LOST),)
 
 
 def exhausted_error(error: ErrorInfo, lost: int) -> ErrorInfo:
@@ -44,11 +50,12 @@ def exhausted_error(error: ErrorInfo, lost: int) -> ErrorInfo:
     return ErrorInfo(error.name, f"{error.message} ({lost} attempts lost with their workers)", error.stack)
 
 
-def fail_run(tx: Tx, run_id: str, lost: int, now_ms: int) -> bool:
+def fail_run(tx: Tx, run_id: str, lost: int, now_ms: int) -> tuple[bool, tuple[LostAttempts, ...]]:
     """Ends a run whose lease expired and whose in-flight code has no attempt left.
 
     The retrying step, if any, records the lost attempts and fails with the run. Returns whether the
-    run was still leased (a conditional update: a concurrent completion may have let it go)."""
+    run was still leased and so failed now (a conditional update: a concurrent completion may have
+    let it go), and the lost attempts recorded."""
     r, s = t.runs, t.steps
     transitions.require(RunState.LEASED, RunState.ENDED)
     error = ErrorInfo(LOST.name, f"{lost} attempts lost with their workers (leases expired): {LOST.message}")
@@ -67,15 +74,16 @@ def fail_run(tx: Tx, run_id: str, lost: int, now_ms: int) -> bool:
         )
     )
     if ended.rowcount != 1:
-        return False
+        return False, ()
     txn.cancel_waits(tx, run_id)
     step = tx.conn.execute(
         select(s.c.step_id, s.c.failed_attempts).where(
             s.c.run_id == run_id, s.c.kind == StepKind.RUN, s.c.status == StepStatus.RUNNING
         )
     ).first()
+    recorded: tuple[LostAttempts, ...] = ()
     if step is not None:
-        record(tx, run_id, step.step_id, step.failed_attempts, lost, now_ms)
+        recorded = record(tx, run_id, step.step_id, step.failed_attempts, lost, now_ms)
         tx.conn.execute(
             update(s)
             .where(s.c.run_id == run_id, s.c.step_id == step.step_id)
@@ -87,4 +95,4 @@ def fail_run(tx: Tx, run_id: str, lost: int, now_ms: int) -> bool:
             )
         )
     tx.log("run.failed", run_id=run_id, error=error.name, message=error.message)
-    return True
+    return True, recorded

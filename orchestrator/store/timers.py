@@ -6,9 +6,11 @@ from sqlalchemy import BigInteger, BindParameter, bindparam, func, select, updat
 
 from orchestrator.engine import transitions
 from orchestrator.engine.model import (
+    LostAttempts,
     RunState,
     StepKind,
     StepStatus,
+    SuspensionEnded,
     TimerResult,
     WaitStatus,
     Wakeups,
@@ -81,16 +83,24 @@ def fire(tx: Tx, now_ms: int, since_ms: int) -> TimerResult:
     ``(since_ms, now_ms]``."""
     apps: set[str] = set()
     timed_out = 0
+    ended: list[SuspensionEnded] = []
     for wait in _DUE_WAITS.run(tx, now_ms=now_ms).all():
-        app = ingest.resolve_wait(tx, wait.id, wait.run_id, wait.step_id, None, now_ms)
-        if app is not None:
-            apps.add(app)
+        resolved = ingest.resolve_wait(tx, wait.id, wait.run_id, wait.step_id, None, now_ms)
+        if resolved is not None:
+            ended.append(resolved.ended)
+        if resolved is not None and resolved.app_id is not None:
+            apps.add(resolved.app_id)
             timed_out += 1
     expired = _EXPIRED_LEASES.run(tx, now_ms=now_ms).all()
     transitions.require(RunState.LEASED, RunState.READY)
+    failed_runs: list[str] = []
+    lost_attempts: list[LostAttempts] = []
     for run in expired:
         if _lost_attempts_exhaust_retries(tx, run.id, run.lost_attempts + 1, run.retries):
-            if lost.fail_run(tx, run.id, run.lost_attempts + 1, now_ms):
+            failed, recorded = lost.fail_run(tx, run.id, run.lost_attempts + 1, now_ms)
+            if failed:
+                failed_runs.append(run.id)
+                lost_attempts.extend(recorded)
                 tx.log("lease.expired", run_id=run.id, worker_id=run.worker_id, run_failed=True)
             continue
         if _EXPIRE_LEASE.run(tx, run_id=run.id, now_ms=now_ms).rowcount == 1:
@@ -103,6 +113,9 @@ def fire(tx: Tx, now_ms: int, since_ms: int) -> TimerResult:
         timed_out_waits=timed_out,
         expired_leases=len(expired),
         wakeups=Wakeups(ready_apps=frozenset(apps)),
+        ended=tuple(ended),
+        failed_runs=tuple(failed_runs),
+        lost=tuple(lost_attempts),
     )
 
 

@@ -3,7 +3,10 @@ real OTLP/gRPC receiver; each run is one trace whose tree, attributes and links 
 
 The seed workflow runs with a flaky step (retried twice) and a wait that the review event resumes after
 the orchestrator was SIGKILLed and restarted; the "traced" app adds a durable sleep and user spans in
-step code (a plain function, a coroutine function, and a sync handler).
+step code (a plain function, a coroutine function, and a sync handler). Across the same restart, three
+runs lose their worker while a step's outcome is unreported (the worker exported its span for the step,
+then was SIGKILLed): one after a sleep and one after a wait (another worker finishes them), and one on
+its step's last attempt (the lease expiry fails it).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +23,7 @@ from tests.support import (
     FunctionSpec,
     StartOrchestrator,
     StartWorker,
+    StateDir,
     base_env,
     register_functions,
     seed,
@@ -31,9 +36,19 @@ TRACED_FUNCTIONS = (
     *seed.FUNCTIONS,
     FunctionSpec("traced-nap", "traced/nap", retries=1),
     FunctionSpec("traced-sync", "traced/sync", retries=1),
+    FunctionSpec("traced-lost", "traced/lost", retries=1),
 )
 INTERNAL, SERVER, PRODUCER = 1, 2, 4  # OTLP SpanKind values
 STATUS_ERROR = 2
+# Short, so the dead worker's leases run out soon after the orchestrator restarts.
+LEASE_SECONDS = 2
+WORKER_ENV = {"OTEL_SERVICE_NAME": "traced-worker"}
+# traced-lost runs by gate label: event data, and how often gated_work starts before the worker dies.
+LOST_RUNS = {
+    "after-sleep": ({"hold": "sleep"}, 1),
+    "after-wait": ({"hold": "wait"}, 1),
+    "last-try": ({"fail_first": True}, 2),
+}
 
 
 @pytest.fixture
@@ -81,10 +96,13 @@ def _assert_tree(spans: list[Span], run_id: str) -> Span:
 
 @pytest.mark.sqlite_only("spans are built from the same store records on both databases")
 def test_runs_are_traced_across_a_restart(
+    # First: set up before the processes and so torn down after them, it still receives what they
+    # export as they stop (instead of letting them retry an absent endpoint until they are killed).
+    receiver: OtlpReceiver,
     start_orchestrator: StartOrchestrator,
     start_worker: StartWorker,
     connect,
-    receiver: OtlpReceiver,
+    state_dir: StateDir,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from sdk_python import Event, UnavailableError
@@ -92,13 +110,21 @@ def test_runs_are_traced_across_a_restart(
     # Subprocesses inherit the test's environment (tests.support.base_env).
     for key, value in receiver.env("orchestrator").items():
         monkeypatch.setenv(key, value)
-    server = start_orchestrator()
+    server = start_orchestrator(lease_seconds=LEASE_SECONDS)
     register_functions(server.target, seed.APP_ID, TRACED_FUNCTIONS)
-    start_worker("traced", server, env={"OTEL_SERVICE_NAME": "traced-worker"})
+    first_worker = start_worker("traced", server, env=WORKER_ENV)
     client = connect(server)
 
     # -- the seed workflow: a flaky step, then a wait resumed after an orchestrator restart ----------
     [upload_id] = client.send_sync(seed.uploaded("flaky.csv", "u-t", event_id="upload-u-t"))
+    # -- and runs whose worker dies with a step's outcome unreported, their gated steps in flight ----
+    lost_events = {
+        label: client.send_sync(Event(name="traced/lost", data={"label": label, **data}))[0]
+        for label, (data, _) in LOST_RUNS.items()
+    }
+    lost_runs = {label: wait_for_run(client, event_id).id for label, event_id in lost_events.items()}
+    wait_for_step(client, lost_runs["after-wait"], "hold", "waiting")
+    client.send_sync(Event(name="traced/go", data={"label": "after-wait"}))
     run = wait_for_run(client, upload_id)
     wait_for_step(client, run.id, "wait-review", "waiting", timeout=90)
     # The spans of the steps before the wait left the orchestrator before it is killed.
@@ -107,8 +133,27 @@ def test_runs_are_traced_across_a_restart(
         timeout=30,
         message=lambda: f"three enrich attempt spans: {_names(receiver, run.id)}",
     )
+    wait_until(
+        lambda: _gated_starts(state_dir) == {label: starts for label, (_, starts) in LOST_RUNS.items()},
+        message=lambda: f"gated steps in flight: {_gated_starts(state_dir)}",
+    )
+    # The sleep and the wait ended before the restart: their spans left with the first orchestrator.
+    for label, name in (("after-sleep", "sleep pause"), ("after-wait", "wait hold")):
+        _wait_spans(receiver, lost_runs[label], name)
     assert server.kill() == -9
+    # The gated steps return while the orchestrator is down: the worker exports its spans for them
+    # but cannot report their outcomes, and dies. The orchestrator never hears of these attempts.
+    for label in LOST_RUNS:
+        (state_dir.path / f"open-{label}").touch()
+    for label, (_, starts) in LOST_RUNS.items():
+        wait_until(
+            lambda label=label, starts=starts: _count(receiver, lost_runs[label], "step.run gated") == starts,
+            timeout=30,
+            message=lambda label=label: f"the dead worker's step spans: {_names(receiver, lost_runs[label])}",
+        )
+    assert first_worker.kill() == -9
     server.restart()
+    start_worker("traced", server, env=WORKER_ENV)
 
     review = seed.reviewed("u-t", approved=True, event_id="review-u-t")
 
@@ -215,14 +260,64 @@ def test_runs_are_traced_across_a_restart(
         sync_root.span_id,
     )
 
-    # Metrics reach the same receiver.
+    # -- attempts lost with their worker: every span has its parent, suspensions appear once ---------
+    for label, run_id in lost_runs.items():
+        _check_lost_attempt(client, receiver, label, run_id)
+
+    # Metrics reach the same receiver; the only failed run is the one that failed at lease expiry.
     expected = {"durable.runs.started", "durable.runs.completed", "durable.step.duration"}
-    expected.add("durable.queue.depth")
+    expected |= {"durable.queue.depth", "durable.runs.failed", "durable.lease.expiries"}
     wait_until(
         lambda: expected <= receiver.metric_names(),
         timeout=30,
         message=lambda: f"metrics, got {receiver.metric_names()}",
     )
+
+
+def _check_lost_attempt(client, receiver: OtlpReceiver, label: str, run_id: str) -> None:
+    """The gated step's attempt that died with the first worker is in the trace as a lost step span,
+    the parent of the span that worker exported for it. After a sleep or a wait, the second worker
+    finishes the run (the loss numbered its attempt 1) and the suspension's span is not emitted
+    again; on the last try the loss fails the run at lease expiry, and its root span says so."""
+    failed = label == "last-try"
+    wait_for_status(client, run_id, "failed" if failed else "completed")
+    spans = _wait_spans(receiver, run_id, "run traced-lost")
+    wait_until(
+        lambda: _count(receiver, run_id, "step gated") == 2,
+        timeout=30,
+        message=lambda: f"two gated attempt spans: {_names(receiver, run_id)}",
+    )
+    spans = _trace(receiver, run_id)
+    root = _assert_tree(spans, run_id)
+    gated = sorted((s for s in spans if s.name == "step gated"), key=lambda s: s.start_ns)
+    statuses = ["failed", "lost"] if failed else ["lost", "completed"]
+    numbered = [(s.attributes["durable.step.attempt"], s.attributes["durable.step.status"]) for s in gated]
+    assert sorted(numbered) == list(enumerate(statuses)), numbered
+    gated.sort(key=lambda s: s.attributes["durable.step.attempt"])
+    lost = gated[statuses.index("lost")]
+    assert lost.parent_id == root.span_id and lost.status_code == STATUS_ERROR
+    [(event_name, exception)] = lost.events
+    assert event_name == "exception" and exception["exception.type"] == "AttemptLost"
+    # Each SDK span hangs under the step span of the attempt it numbered: the dead worker's under the
+    # lost one, the second worker's (numbered after the loss) under the one that completed.
+    for attempt in gated:
+        [sdk_span] = [s for s in spans if s.name == "step.run gated" and s.parent_id == attempt.span_id]
+        assert sdk_span.attributes["durable.step.attempt"] == attempt.attributes["durable.step.attempt"]
+    if failed:
+        assert root.attributes["durable.run.status"] == "failed" and root.status_code == STATUS_ERROR
+        [(_, run_error)] = root.events
+        assert run_error["exception.type"] == "AttemptLost"
+    else:
+        suspension = "sleep pause" if label == "after-sleep" else "wait hold"
+        assert Counter(s.name for s in spans)[suspension] == 1, _names(receiver, run_id)
+
+
+def _gated_starts(state_dir: StateDir) -> dict[str, int]:
+    return dict(Counter(e.data["label"] for e in state_dir.executions("gated_work")))
+
+
+def _count(receiver: OtlpReceiver, run_id: str, name: str) -> int:
+    return sum(1 for s in _trace(receiver, run_id) if s.name == name)
 
 
 def _root_span_id(run_id: str) -> str:

@@ -4,12 +4,19 @@ OpenTelemetry the way an application would (the SDK itself never installs a trac
 It serves the app "crm" of contacts.py: the seed function `contacts-import`, and
 - `traced-nap` (async handler): a step whose plain function opens a user span, a durable sleep of
   `data.sleep_s`, a step whose coroutine function opens a user span, and a step.send_event;
-- `traced-sync` (sync handler): one step whose function opens a user span.
+- `traced-sync` (sync handler): one step whose function opens a user span;
+- `traced-lost` (async handler, one retry): after a durable sleep (`data.hold == "sleep"`) or a wait
+  for `traced/go` with the same `data.label` (`"wait"`), or at once, a step `gated` that fails on its
+  first execution when `data.fail_first`, and otherwise returns once the test opens its gate (creates
+  `$E2E_STATE_DIR/open-<label>`): a test can kill the worker while the step's outcome is unreported.
 """
 
 import asyncio
 import atexit
+import os
+import time
 from datetime import timedelta
+from pathlib import Path
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -40,6 +47,17 @@ async def async_work(label):
         return {"async": label}
 
 
+def gated_work(label, fail_first):
+    # A plain function: it runs in a thread, and the worker's event loop keeps the lease alive.
+    previous = [e for e in contacts._record("gated_work", label=label) if e["label"] == label]
+    if fail_first and not previous:
+        raise ConnectionError(f"{label}: the first execution fails")
+    gate = Path(os.environ.get("E2E_STATE_DIR", ".")) / f"open-{label}"
+    while not gate.exists():
+        time.sleep(0.02)
+    return {"gated": label}
+
+
 @contacts.client.create_function(fn_id="traced-nap", trigger=TriggerEvent(event="traced/nap"), retries=1)
 async def traced_nap(ctx):
     first = await ctx.step.run("sync-work", sync_work, ctx.event.data["label"])
@@ -54,5 +72,18 @@ def traced_sync(ctx):
     return ctx.step.run("sync-handler-work", sync_work, ctx.event.data["label"])
 
 
+@contacts.client.create_function(fn_id="traced-lost", trigger=TriggerEvent(event="traced/lost"), retries=1)
+async def traced_lost(ctx):
+    data = ctx.event.data
+    if data.get("hold") == "sleep":
+        await ctx.step.sleep("pause", timedelta(seconds=0.5))
+    elif data.get("hold") == "wait":
+        await ctx.step.wait_for_event(
+            "hold", event="traced/go", match="data.label", timeout=timedelta(hours=1)
+        )
+    return await ctx.step.run("gated", gated_work, data["label"], bool(data.get("fail_first")))
+
+
 if __name__ == "__main__":
-    contacts.client.worker(functions=[contacts.contacts_import, traced_nap, traced_sync]).run()
+    functions = [contacts.contacts_import, traced_nap, traced_sync, traced_lost]
+    contacts.client.worker(functions=functions).run()

@@ -1,27 +1,45 @@
 """Span building without processes: derived ids, the OTEL_* switch, the spans of a run's history
-(through an in-memory exporter), and the queue depth the metric reports."""
+(through an in-memory exporter), what the store reports for spans, the observer turning it into
+spans and metrics exactly once, and the queue depth the metric reports."""
 
 from __future__ import annotations
 
 import uuid
 
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from orchestrator import tracing
+from orchestrator import metrics, observability, tracing
 from orchestrator.engine.model import (
+    Completion,
+    Directive,
     ErrorInfo,
     EventRecord,
+    NewEvent,
+    Outcome,
     RunStatus,
     RunView,
+    SendEvents,
+    Sleep,
     StepAttempt,
+    StepError,
     StepKind,
+    StepOutput,
     StepStatus,
     StepView,
+    SuspensionEnded,
+    WaitForEvent,
+    WorkItem,
 )
 from orchestrator.store.sql import SqlStore
-from tests.unit.orchestrator.test_store_runs import T0, register, send
+from sdk_python import _tracing as sdk_tracing
+from tests.unit.orchestrator.test_store_runs import LEASE, T0, claim_one, register, send
+
+HOUR = 3_600_000  # later than any retry backoff
 
 RUN_ID = "01a212c3-6b71-7167-9e2b-413733cecac5"
 
@@ -102,3 +120,160 @@ def test_queue_depth_counts_runs_ready_now(store: SqlStore) -> None:
     assert store.queue_depth(now_ms=T0) == 2
     store.claim_work(app_id="crm", function_ids=(), worker_id="w", max_items=1, now_ms=T0, lease_ms=30_000)
     assert store.queue_depth(now_ms=T0) == 1, "a leased run is no longer queued"
+
+
+def test_a_step_span_has_the_id_the_worker_derives_unless_the_worker_reported_one() -> None:
+    tracer, exporter = _tracer()
+    tracer.step_attempt(RUN_ID, "enrich", StepKind.RUN, StepAttempt(2, T0, T0 + 5, False, None))
+    reported = tracing.StepTrace(span_id=0x00F067AA0BA902B7)
+    tracer.step_attempt(RUN_ID, "other", StepKind.RUN, StepAttempt(0, T0, T0 + 5, False, None), reported)
+    derived, chosen = exporter.get_finished_spans()
+    assert derived.context is not None and chosen.context is not None
+    assert derived.context.span_id == sdk_tracing.step_span_id(RUN_ID, "enrich", 2)
+    assert chosen.context.span_id == 0x00F067AA0BA902B7
+
+
+# -- what the store reports for spans ---------------------------------------------------------------
+
+
+def _claim(store: SqlStore, *, now: int):
+    return store.claim_work(
+        app_id="crm", function_ids=(), worker_id="w", max_items=1, now_ms=now, lease_ms=LEASE
+    )
+
+
+def _complete(store: SqlStore, item: WorkItem, step_id: str, outcome: Outcome, *, now: int = T0):
+    completion = Completion(item.run_id, item.lease_id, step_id, outcome)
+    return completion, store.complete_step(completion, now_ms=now, lease_ms=LEASE)
+
+
+def _started(store: SqlStore) -> WorkItem:
+    send(store)
+    return claim_one(store)
+
+
+def test_each_suspension_is_reported_by_the_transaction_that_ends_it_and_by_no_other(
+    store: SqlStore,
+) -> None:
+    register(store)
+    # A sleep ends at the claim that takes its run once it elapsed; a later claim reports nothing.
+    item = _started(store)
+    assert _complete(store, item, "nap", Sleep(T0 + 1_000))[1].ended == ()
+    claimed = _claim(store, now=T0 + 1_000)
+    assert claimed.ended == (SuspensionEnded(item.run_id, "nap"),)
+    store.release_work(item.run_id, claimed.items[0].lease_id, now_ms=T0 + 1_000)
+    assert _claim(store, now=T0 + 1_001).ended == ()
+
+    # A wait ends with the event that resumes it...
+    item = _started(store)
+    assert _complete(store, item, "w", WaitForEvent("go", "", T0 + HOUR))[1].ended == ()
+    assert send(store, "go").ended == (SuspensionEnded(item.run_id, "w"),)
+    _claim(store, now=T0)  # out of the way of the next claims
+    # ... or with the timer that times it out.
+    item = _started(store)
+    _complete(store, item, "w", WaitForEvent("go", "", T0 + 1_000))
+    assert store.fire_due_timers(now_ms=T0 + 1_000, since_ms=T0).ended == (SuspensionEnded(item.run_id, "w"),)
+
+    # A sleep or wait over when reported ends in its completion, and so does a wait of another run
+    # that a step.send_event resumes.
+    item = _started(store)
+    assert _complete(store, item, "nap", Sleep(T0))[1].ended == (SuspensionEnded(item.run_id, "nap"),)
+    _, waited = _complete(store, item, "w", WaitForEvent("go", "", T0))
+    assert waited.directive == Directive.CONTINUE and waited.ended == (SuspensionEnded(item.run_id, "w"),)
+    waiting = _started(store)
+    _complete(store, waiting, "w", WaitForEvent("go", "", T0 + HOUR))
+    sender = _started(store)
+    _, sent = _complete(store, sender, "send", SendEvents((NewEvent("go"),)))
+    assert sent.ended == (SuspensionEnded(waiting.run_id, "w"),)
+    assert sent.attempt is not None and sent.attempt.attempt == 0
+
+
+# -- the observer: spans and metrics from those reports -----------------------------------------------
+
+
+def _observer(store: SqlStore) -> tuple[observability.Observer, InMemorySpanExporter, InMemoryMetricReader]:
+    tracer, exporter = _tracer()
+    reader = InMemoryMetricReader()
+
+    async def get_run(run_id: str) -> RunView:
+        return store.get_run(run_id)
+
+    return observability.Observer(tracer, metrics.Metrics(MeterProvider([reader])), get_run), exporter, reader
+
+
+def _attempt_spans(exporter: InMemorySpanExporter, name: str) -> list[tuple[object, object, int]]:
+    """(attempt, status, span id) of the spans named ``name``, by attempt."""
+    found = []
+    for span in exporter.get_finished_spans():
+        if span.name == name:
+            assert span.attributes is not None and span.context is not None
+            attempt, status = span.attributes[tracing.STEP_ATTEMPT], span.attributes[tracing.STEP_STATUS]
+            found.append((attempt, status, span.context.span_id))
+    return sorted(found, key=lambda f: str(f[0]))
+
+
+def _span(exporter: InMemorySpanExporter, span_id: int) -> ReadableSpan:
+    [span] = [s for s in exporter.get_finished_spans() if s.context and s.context.span_id == span_id]
+    return span
+
+
+def _counters(reader: InMemoryMetricReader) -> dict[str, int]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        m.name: sum(int(getattr(p, "value", 0)) for p in m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+
+
+async def test_a_sleep_is_traced_once_and_a_lost_attempt_when_the_next_outcome_records_it(
+    store: SqlStore,
+) -> None:
+    observer, exporter, _ = _observer(store)
+    register(store)
+    item = _started(store)
+    observer.step_completed(*_complete(store, item, "nap", Sleep(T0 + 1_000)), None)
+    claimed = _claim(store, now=T0 + 1_000)
+    observer.work_claimed(claimed)
+    # Its worker dies inside "enrich"; the run is handed out again with the sleep as its last step.
+    observer.timers_fired(store.fire_due_timers(now_ms=T0 + 1_000 + LEASE, since_ms=T0))
+    again = _claim(store, now=T0 + 1_000 + LEASE)
+    observer.work_claimed(again)
+    assert again.items[0].lost_attempts == 1
+    completion, result = _complete(store, again.items[0], "enrich", StepOutput("1"), now=T0 + HOUR)
+    observer.step_completed(completion, result, None)
+    await observer.settled()
+
+    assert [s.name for s in exporter.get_finished_spans()].count("sleep nap") == 1
+    ids = [sdk_tracing.step_span_id(item.run_id, "enrich", n) for n in (0, 1)]
+    assert _attempt_spans(exporter, "step enrich") == [(0, "lost", ids[0]), (1, "completed", ids[1])]
+    lost = _span(exporter, ids[0])
+    assert lost.status.status_code == StatusCode.ERROR and lost.parent == tracing.run_context(item.run_id)
+    assert [(e.name, dict(e.attributes or {})["exception.type"]) for e in lost.events] == [
+        ("exception", "AttemptLost")
+    ]
+
+
+async def test_a_run_failed_at_lease_expiry_has_its_root_span_its_lost_attempt_and_its_metric(
+    store: SqlStore,
+) -> None:
+    observer, exporter, reader = _observer(store)
+    register(store, retries=1)
+    item = _started(store)
+    boom = StepError(ErrorInfo("ValueError", "boom"), True)
+    observer.step_completed(*_complete(store, item, "enrich", boom), None)
+    _claim(store, now=T0 + HOUR)  # the retry, whose worker dies: no attempt is left
+    fired = store.fire_due_timers(now_ms=T0 + HOUR + LEASE, since_ms=T0)
+    assert fired.failed_runs == (item.run_id,)
+    observer.timers_fired(fired)
+    await observer.settled()
+
+    ids = [sdk_tracing.step_span_id(item.run_id, "enrich", n) for n in (0, 1)]
+    assert _attempt_spans(exporter, "step enrich") == [(0, "failed", ids[0]), (1, "lost", ids[1])]
+    [root] = [s for s in exporter.get_finished_spans() if s.name == "run f"]
+    assert root.attributes is not None and root.attributes["durable.run.status"] == "failed"
+    assert root.status.status_code == StatusCode.ERROR and root.end_time == (T0 + HOUR + LEASE) * 1_000_000
+    counted = _counters(reader)
+    assert counted["durable.runs.failed"] == 1 and counted["durable.lease.expiries"] == 1

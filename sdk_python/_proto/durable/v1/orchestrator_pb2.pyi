@@ -148,7 +148,7 @@ class MemoStep(_message.Message):
     def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[StepKind, str]] = ..., status: _Optional[_Union[StepStatus, str]] = ..., output_json: _Optional[str] = ..., attempts: _Optional[int] = ..., position: _Optional[int] = ...) -> None: ...
 
 class WorkItem(_message.Message):
-    __slots__ = ("run_id", "app_id", "function_id", "event", "steps", "attempt", "lease_id", "lease_expires_unix_ms", "traceparent")
+    __slots__ = ("run_id", "app_id", "function_id", "event", "steps", "attempt", "lease_id", "lease_expires_unix_ms", "traceparent", "lost_attempts")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +158,7 @@ class WorkItem(_message.Message):
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    LOST_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     app_id: str
     function_id: str
@@ -167,7 +168,8 @@ class WorkItem(_message.Message):
     lease_id: str
     lease_expires_unix_ms: int
     traceparent: str
-    def __init__(self, run_id: _Optional[str] = ..., app_id: _Optional[str] = ..., function_id: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[MemoStep, _Mapping]]] = ..., attempt: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_unix_ms: _Optional[int] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    lost_attempts: int
+    def __init__(self, run_id: _Optional[str] = ..., app_id: _Optional[str] = ..., function_id: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[MemoStep, _Mapping]]] = ..., attempt: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_unix_ms: _Optional[int] = ..., traceparent: _Optional[str] = ..., lost_attempts: _Optional[int] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("name", "message", "stack")
