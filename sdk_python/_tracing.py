@@ -16,11 +16,13 @@ whatever the application configured) still land in the run's trace.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from contextlib import AbstractContextManager
 from types import TracebackType
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind
@@ -44,8 +46,10 @@ def step_span_id(run_id: str, step_id: str, attempt: int) -> int:
     return int.from_bytes(digest[:8], "big") or 1
 
 
+@functools.lru_cache(maxsize=4096)
 def run_parent(traceparent: str) -> SpanContext | None:
-    """The run's root span context from a work item's ``traceparent``; None when absent or invalid."""
+    """The run's root span context from a work item's ``traceparent``; None when absent or invalid.
+    Cached: every step of a run asks for the same one."""
     if not traceparent:
         return None
     ctx = trace.get_current_span(_PROPAGATOR.extract({"traceparent": traceparent})).get_span_context()
@@ -59,17 +63,14 @@ class StepSpan:
 
     def __init__(self, traceparent: str, *, run_id: str, step_id: str, attempt: int) -> None:
         self._root = run_parent(traceparent)
+        self._run_id = run_id
+        self._step_id = step_id
         self._attempt = attempt
-        self._name = f"step.run {step_id}"
-        self._attributes: dict[str, AttributeValue] = {
-            "durable.run.id": run_id,
-            "durable.step.id": step_id,
-            "durable.step.attempt": attempt,
-        }
         self.span_id = step_span_id(run_id, step_id, attempt)
         self.started_ns = 0
         self.ended_ns = 0
         self._cm: AbstractContextManager[Span] | None = None
+        self._token: object = None
 
     def _parent(self) -> Context | None:
         if self._root is None:
@@ -80,8 +81,20 @@ class StepSpan:
 
     def __enter__(self) -> StepSpan:
         self.started_ns = time.time_ns()
+        parent = self._parent()
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            # No provider configured: a span of ours would record nothing, so only the context
+            # flows (a tracer of the user's own still parents its spans on the step span).
+            if parent is not None:
+                self._token = otel_context.attach(parent)
+            return self
+        attributes: dict[str, AttributeValue] = {
+            "durable.run.id": self._run_id,
+            "durable.step.id": self._step_id,
+            "durable.step.attempt": self._attempt,
+        }
         cm = _TRACER.start_as_current_span(
-            self._name, context=self._parent(), kind=SpanKind.INTERNAL, attributes=self._attributes
+            f"step.run {self._step_id}", context=parent, kind=SpanKind.INTERNAL, attributes=attributes
         )
         cm.__enter__()
         self._cm = cm
@@ -93,10 +106,12 @@ class StepSpan:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        cm = self._cm
-        self._cm = None
+        cm, self._cm = self._cm, None
         if cm is not None:
             cm.__exit__(exc_type, exc, tb)
+        token, self._token = self._token, None
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
         # After the SDK span ended: the step span, its parent, must enclose it.
         self.ended_ns = time.time_ns()
 
