@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, select, update
 
@@ -288,16 +289,24 @@ def _insert_step(
 
 
 def _continue_run(
-    tx: Tx, run: AnyRow, now_ms: int, lease_ms: int, output_json: str, *, step_count: int | None = None
+    tx: Tx,
+    run: AnyRow,
+    now_ms: int,
+    lease_ms: int,
+    output_json: str,
+    *,
+    step_count: int | None = None,
+    **reported: Any,
 ) -> CompletionResult:
     """The run goes on under the same lease, extended. ``step_count``: a step was just committed
-    (the run's new step count), so the run's event mark moves to the newest event."""
+    (the run's new step count), so the run's event mark moves to the newest event. ``reported``:
+    more of the result (what the step's commit recorded or ended, for traces)."""
     expires = max(now_ms + lease_ms, run.lease_expires_ms or 0)
     transitions.require(RunState.LEASED, RunState.LEASED)
     statement = _CONTINUE if step_count is None else _CONTINUE_COMMITTED
     count = run.step_count if step_count is None else step_count
     statement.run_later(tx, run_id=run.id, step_count=count, lease_expires_ms=expires)
-    return CompletionResult(Directive.CONTINUE, output_json, expires)
+    return CompletionResult(Directive.CONTINUE, output_json, expires, **reported)
 
 
 def _let_go_ready(
@@ -349,9 +358,16 @@ def _step_output(
         # After failed (or lost) attempts, which have rows: this one gets its row too.
         txn.insert_attempt(tx, run.id, c.step_id, attempt, started, ended, c.lease_id, None)
     tx.log("step.completed", run_id=run.id, step_id=c.step_id, kind=StepKind.RUN, attempt=attempt)
-    result = _continue_run(tx, run, now_ms, lease_ms, outcome.output_json, step_count=step_count)
-    this_attempt = StepAttempt(attempt, started, ended, False, None)
-    return dataclasses.replace(result, attempt=this_attempt, lost=lost_attempts)
+    return _continue_run(
+        tx,
+        run,
+        now_ms,
+        lease_ms,
+        outcome.output_json,
+        step_count=step_count,
+        attempt=StepAttempt(attempt, started, ended, False, None),
+        lost=lost_attempts,
+    )
 
 
 def _step_error(
