@@ -34,30 +34,38 @@ async def test_long_steps_keep_their_lease(start_orchestrator: StartOrchestrator
         time.sleep(STEP_SECONDS)  # in a thread: the event loop keeps beating meanwhile
         return "blocking done"
 
-    @client.create_function(fn_id="long", trigger=TriggerEvent(event="sdk/long"))
-    async def long(ctx: Context) -> list[Any]:
-        return [await ctx.step.run("async", slow_async), await ctx.step.run("blocking", slow_blocking)]
+    # Two runs side by side (one long step each), so the test lasts one step, not two.
+    @client.create_function(fn_id="long-async", trigger=TriggerEvent(event="sdk/long.async"))
+    async def long_async(ctx: Context) -> Any:
+        return await ctx.step.run("async", slow_async)
 
-    worker = client.worker(functions=[long])
+    @client.create_function(fn_id="long-blocking", trigger=TriggerEvent(event="sdk/long.blocking"))
+    async def long_blocking(ctx: Context) -> Any:
+        return await ctx.step.run("blocking", slow_blocking)
+
+    worker = client.worker(functions=[long_async, long_blocking])
     serving = asyncio.create_task(worker.serve())
     try:
         await wait_until_async(lambda: worker.registered, timeout=60, message="the worker to register")
-        (event_id,) = await client.send(Event(name="sdk/long"))
+        event_ids = await client.send([Event(name="sdk/long.async"), Event(name="sdk/long.blocking")])
 
-        async def ended() -> Run | None:
+        async def ended(event_id: str) -> Run | None:
             runs = await asyncio.to_thread(client.list_runs, event_id=event_id)
             return runs[0] if runs and runs[0].status != "running" else None
 
-        deadline = time.monotonic() + 60
-        run = await ended()
-        while run is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            run = await ended()
-        assert run is not None, "the run did not end"
-        assert run.status == "completed", run.error
-        assert run.output == ["async done", "blocking done"]
+        outputs = []
+        for event_id in event_ids:
+            deadline = time.monotonic() + 60
+            run = await ended(event_id)
+            while run is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                run = await ended(event_id)
+            assert run is not None, "the run did not end"
+            assert run.status == "completed", run.error
+            assert [s.attempts for s in run.steps] == [1]
+            outputs.append(run.output)
+        assert outputs == ["async done", "blocking done"]
         assert executions == Counter({"async": 1, "blocking": 1})
-        assert [s.attempts for s in run.steps] == [1, 1]
     finally:
         await worker.stop()
         await asyncio.wait_for(serving, timeout=30)
