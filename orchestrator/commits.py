@@ -28,7 +28,7 @@ from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from orchestrator import errors
-from orchestrator.engine.model import Wakeups
+from orchestrator.engine.model import ready_apps
 from orchestrator.store.base import GroupAborted, Store
 from orchestrator.wakeups import Handoff
 
@@ -50,12 +50,6 @@ Queued = tuple[Call, "asyncio.Future[Any]", Handoff | None, Observe | None]
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None, Handoff | None, Observe | None]
 # The claims an app's parked pollers left for its work.
 Handoffs = Callable[[str], list[Handoff]]
-
-
-def ready_apps(result: object) -> frozenset[str]:
-    """The apps whose work a store call's result says it made ready."""
-    wakeups = result if isinstance(result, Wakeups) else getattr(result, "wakeups", None)
-    return wakeups.ready_apps if isinstance(wakeups, Wakeups) else frozenset()
 
 
 class GroupCommitter:

@@ -76,6 +76,12 @@ class StoreUnavailable(OrchestratorError):
     retryable = True
 
 
+class RaceLost(StoreUnavailable):
+    """A concurrent transaction changed what this one had read (PostgreSQL, READ COMMITTED): the
+    store runs the transaction again on a fresh snapshot, and reports this only if it keeps losing
+    (the request had no effect; repeating it is safe)."""
+
+
 # The one place where domain errors become wire statuses. Lookup walks the class's MRO, so a
 # subclass maps like its nearest listed ancestor.
 STATUS_CODES: dict[type[OrchestratorError], grpc.StatusCode] = {

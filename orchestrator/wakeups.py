@@ -69,12 +69,13 @@ class Subscription:
         return woken.result()
 
     async def wait(self, timeout_s: float) -> bool:
-        """Waits for a wake-up for at most ``timeout_s``; True when woken."""
+        """Waits for a wake-up for at most ``timeout_s``; True when woken (also by a handed claim
+        that failed with its group's commit: a plain wake-up, the poller claims again itself)."""
         if self._woken.done():
             return True
         try:
             async with asyncio.timeout(max(timeout_s, 0.0)):
-                await self._woken
+                await asyncio.wait((self._woken,))
         except TimeoutError:
             return False
         return True

@@ -312,6 +312,13 @@ class LostAttempts:
     error: ErrorInfo
 
 
+def ready_apps(result: object) -> frozenset[str]:
+    """The apps whose work a store call's result (any result with ``wakeups``, or ``Wakeups``
+    itself) says it made ready."""
+    wakeups = result if isinstance(result, Wakeups) else getattr(result, "wakeups", None)
+    return wakeups.ready_apps if isinstance(wakeups, Wakeups) else frozenset()
+
+
 @dataclass(frozen=True)
 class IngestResult:
     """The result of SendEvent."""

@@ -97,11 +97,6 @@ _STEP_FAILED_ATTEMPT = Prepared(
         error_stack=bindparam("error_stack"),
     )
 )
-_SLEEP_ELAPSED = Prepared(
-    update(_s)
-    .where(_STEP_KEY)
-    .values(status=StepStatus.COMPLETED, output="null", ended_ms=bindparam("ended_ms"))
-)
 # The run goes on under the same lease: its next step's position and the extended lease; with a step
 # committed, its event mark moves to the newest event.
 _CONTINUE = Prepared(
@@ -351,7 +346,9 @@ def _step_output(
             failed_attempts=attempt,
         )
         if written.rowcount != 1:
-            raise errors.StepConflict(f"step {c.step_id} of run {run.id} was recorded concurrently")
+            # Recorded by a concurrent completion after this transaction read the step (its read
+            # predates the run-row lock it waited for): the next try sees it as a duplicate.
+            raise errors.RaceLost(f"step {c.step_id} of run {run.id} was recorded concurrently")
     started, ended = c.started_ms or now_ms, c.ended_ms or now_ms
     lost_attempts = lost.record(tx, run.id, c.step_id, attempt - lost_n, lost_n, started)
     if attempt > 0:
@@ -452,7 +449,7 @@ def _sleep(
             )
         else:
             step_count = run.step_count
-            _SLEEP_ELAPSED.run_later(tx, run_id=run.id, step_id=c.step_id, ended_ms=now_ms)
+            txn.SLEEP_ELAPSED.run_later(tx, run_id=run.id, step_id=c.step_id, ended_ms=now_ms)
         tx.log("step.completed", run_id=run.id, step_id=c.step_id, kind=StepKind.SLEEP)
         result = _continue_run(tx, run, now_ms, lease_ms, "null", step_count=step_count)
         return dataclasses.replace(result, ended=(SuspensionEnded(run.id, c.step_id),))

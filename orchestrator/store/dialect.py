@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine, Executable, Table
 from sqlalchemy.exc import DBAPIError
@@ -35,6 +35,11 @@ class Dialect(Protocol):
 
     # Whether ``listen`` can hear other processes' ``notify_ready`` (cross-replica wake-ups).
     listens: bool
+
+    def in_transaction(self, driver_connection: Any) -> bool:
+        """Whether the driver's connection is inside a transaction (the database may end one by
+        itself after some errors)."""
+        ...
 
     def lock_for_ingest(self, tx: Tx, names: Sequence[str] = ()) -> None:
         """Called first in every transaction that inserts events. Together with

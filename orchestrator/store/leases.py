@@ -78,11 +78,6 @@ _STEPS_OF = Prepared(
     .order_by(_s.c.run_id, _s.c.position),
     expanding=("run_ids",),
 )
-_SLEEP_ELAPSED = Prepared(
-    update(_s)
-    .where(_s.c.run_id == bindparam("run_id"), _s.c.step_id == bindparam("step_id"))
-    .values(status=StepStatus.COMPLETED, output="null", ended_ms=bindparam("ended_ms"))
-)
 _MARK = Prepared(update(_r).where(_r.c.id == bindparam("run_id")).values(event_mark=txn.NEWEST_SEQ))
 _EXTEND = Prepared(
     update(_r).where(_r.c.id == bindparam("run_id")).values(lease_expires_ms=bindparam("lease_expires_ms"))
@@ -178,7 +173,7 @@ def _memo_steps(
     for row in _STEPS_OF.run(tx, run_ids=list(run_ids)):
         status, output = StepStatus(row.status), row.output or ""
         if status == StepStatus.SLEEPING and row.wake_ms <= now_ms:
-            _SLEEP_ELAPSED.run(tx, run_id=row.run_id, step_id=row.step_id, ended_ms=now_ms)
+            txn.SLEEP_ELAPSED.run_later(tx, run_id=row.run_id, step_id=row.step_id, ended_ms=now_ms)
             tx.log("step.completed", run_id=row.run_id, step_id=row.step_id, kind=StepKind.SLEEP)
             status, output = StepStatus.COMPLETED, "null"
             woke.add(row.run_id)

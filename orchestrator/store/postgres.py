@@ -44,8 +44,11 @@ _NAME_LOCK_SHARED = Prepared(text("SELECT pg_advisory_xact_lock_shared(:ns, hash
 _NOTIFY = Prepared(text("SELECT pg_notify(:channel, :app)"))
 CONNECT_TIMEOUT_S = 5
 
-# deadlock_detected, serialization_failure, lock_not_available
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+# deadlock_detected, serialization_failure, lock_not_available, and unique_violation: a completion
+# reads its run and step under the run's row lock, but in READ COMMITTED the step comes from the
+# snapshot taken before the lock wait, so a concurrent repeat of the same completion can insert the
+# step first; run again, it sees the step and answers as a duplicate.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03", "23505"})
 
 
 class PostgresDialect:
@@ -73,6 +76,11 @@ class PostgresDialect:
             pool_timeout=10,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
         )
+
+    def in_transaction(self, driver_connection: Any) -> bool:
+        """Whether a transaction is open (or failed and not yet rolled back) on the connection."""
+        status = driver_connection.info.transaction_status
+        return bool(status != psycopg.pq.TransactionStatus.IDLE)
 
     # The locks are deferred writes: they travel with the statements that follow them, which the
     # server runs after taking them.

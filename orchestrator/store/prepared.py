@@ -194,8 +194,8 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
     received. (After a COMMIT sent here, the one SQLAlchemy sends finds no transaction: the driver
     makes it a no-op.)"""
     queued, tx.deferred = tx.deferred, []
+    sent = [*queued, *statements]
     cursors: list[Any] = []
-    sql, args = "COMMIT", None
     try:
         with tx.raw.pipeline():
             for sql, args in queued:
@@ -203,10 +203,11 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
             for sql, args in statements:
                 cursors.append(tx.raw.execute(sql, args))
             if commit:
-                sql, args = "COMMIT", None
                 tx.raw.commit()
     except tx.driver_error as exc:
-        raise _wrapped(tx, sql, args, exc) from exc
+        # The driver does not say which statement of the pipeline failed: name them all.
+        described = "\n".join(sql for sql, _ in sent) + ("\nCOMMIT" if commit else "")
+        raise _wrapped(tx, f"(one of, pipelined)\n{described}", [args for _, args in sent], exc) from exc
     return cursors
 
 

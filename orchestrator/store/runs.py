@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from sqlalchemy import select, update
@@ -95,6 +96,10 @@ def _step_views(tx: Tx, run_ids: Sequence[str]) -> dict[str, tuple[StepView, ...
         attempts = history.get((row.run_id, row.step_id)) or [
             StepAttempt(0, row.started_ms, row.ended_ms or 0, failed=False, error=None)
         ]
+        if row.ended_ms and not attempts[-1].ended_ms:
+            # A sleep or wait recorded by an older release, whose attempt row was left open when it
+            # ended: the step's end is the attempt's.
+            attempts[-1] = dataclasses.replace(attempts[-1], ended_ms=row.ended_ms)
         views.setdefault(row.run_id, []).append(
             StepView(
                 id=row.step_id,

@@ -37,6 +37,7 @@ from orchestrator.engine.model import (
     RunView,
     TimerResult,
     Wakeups,
+    ready_apps,
 )
 from orchestrator.store import completions, ingest, leases, migrate, runs, timers
 from orchestrator.store.base import GroupAborted
@@ -68,6 +69,11 @@ class _Group:
             except BaseException as exc:
                 tx.drop_logs(mark)
                 raise GroupAborted(f"a call failed inside a group commit: {exc!r}") from exc
+        if self.broken or not tx.dialect.in_transaction(tx.raw):
+            # The database rolled the whole transaction back (a full disk, an I/O error): a savepoint
+            # now would open a transaction of its own, and commit this call alone when released.
+            self.broken = True
+            raise errors.StoreUnavailable("database unavailable: the group's transaction was rolled back")
         try:
             tx.raw.execute("SAVEPOINT store_call")
             try:
@@ -175,10 +181,20 @@ class SqlStore:
                 # Run again: a transaction that lost a race, or one whose connection turned out to be
                 # gone (a database restart) before it committed anything. A commit whose connection
                 # broke may or may not have happened: that is reported, never guessed.
+                if exc.connection_invalidated:
+                    # After a restart every pooled connection is dead: replace them all at once
+                    # rather than finding each one out with a failed transaction.
+                    self._engine.dispose(close=False)
                 again = self._dialect.is_retryable(exc) or (exc.connection_invalidated and not committing)
                 if again and attempt < MAX_TX_ATTEMPTS:
                     continue
                 raise self._mapped(exc) from exc
+            except errors.RaceLost:
+                # A concurrent transaction changed what this one read before its lock (PostgreSQL's
+                # READ COMMITTED): run again, on a fresh snapshot.
+                if attempt < MAX_TX_ATTEMPTS:
+                    continue
+                raise
             except PoolTimeout as exc:
                 # Every connection is busy (or being re-established after a restart): try later.
                 raise errors.StoreUnavailable(f"database busy: {exc}") from exc
@@ -213,17 +229,18 @@ class SqlStore:
                     yield
                 finally:
                     self._local.group = None
+                if group.broken:
+                    # Raised inside the transaction: it rolls back, partial work included.
+                    raise errors.StoreUnavailable("database unavailable: a group commit was rolled back")
                 try:
                     group.tx.commit()
                 except DBAPIError as exc:
                     if exc.connection_invalidated:
+                        self._engine.dispose(close=False)
                         raise  # the commit may or may not have happened: report, never replay
                     # A deferred write of one of the calls failed, so nothing was committed; which
                     # call wrote it is not known here.
                     raise GroupAborted(f"a deferred write failed: {exc}") from exc
-                if group.broken:
-                    # Raised inside the transaction: it rolls back, partial work included.
-                    raise errors.StoreUnavailable("database unavailable: a group commit was rolled back")
         except DBAPIError as exc:
             raise self._mapped(exc) from exc
         except PoolTimeout as exc:
@@ -265,17 +282,18 @@ class SqlStore:
     def _now(self, tx: Tx, now_ms: int) -> int:
         if not self._db_clock:
             return now_ms
-        # The database's clock is the transaction's start (PostgreSQL's now()): read it once per
-        # transaction, however many calls of a group commit ask.
+        # One instant per transaction, however many calls of a group commit ask: the database's
+        # clock where it has one (PostgreSQL's now(), the transaction's start), else the first
+        # caller's.
         if tx.db_now_ms is None:
             tx.db_now_ms = self._dialect.now_ms(tx.conn, now_ms)
         return tx.db_now_ms
 
     def _announcing(self, tx: Tx, result: R) -> R:
         """Announces the apps a write made ready to every replica (at commit); returns ``result``."""
-        wakeups = result if isinstance(result, Wakeups) else getattr(result, "wakeups", None)
-        if isinstance(wakeups, Wakeups) and wakeups.ready_apps:
-            self._dialect.notify_ready(tx, wakeups.ready_apps)
+        apps = ready_apps(result)
+        if apps:
+            self._dialect.notify_ready(tx, apps)
         return result
 
     @property

@@ -86,6 +86,10 @@ class SqliteDialect:
         event.listen(engine, "begin", _on_begin)
         return engine
 
+    def in_transaction(self, driver_connection: Any) -> bool:
+        """False after SQLite rolled a transaction back by itself (SQLITE_FULL, SQLITE_IOERR...)."""
+        return bool(driver_connection.in_transaction)
+
     def lock_for_ingest(self, tx: Tx, names: Sequence[str] = ()) -> None:
         """Nothing to do: BEGIN IMMEDIATE already holds the database's only write lock."""
 

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from orchestrator import errors, logs
-from orchestrator.engine.model import ErrorInfo, EventRecord, RunState, RunStatus, WaitStatus
+from orchestrator.engine.model import ErrorInfo, EventRecord, RunState, RunStatus, StepStatus, WaitStatus
 from orchestrator.store import prepared
 from orchestrator.store import schema as t
 from orchestrator.store.dialect import Dialect
@@ -115,6 +115,13 @@ _EVENTS_BY_SEQ = Prepared(
     select(t.events).where(t.events.c.seq.in_(bindparam("seqs", expanding=True))), expanding=("seqs",)
 )
 _RUN_FOR_UPDATE = Prepared(select(t.runs).where(t.runs.c.id == bindparam("run_id")).with_for_update())
+# A sleep whose time came: completed by the claim that hands its run out again, or by the
+# completion of a sleep already over.
+SLEEP_ELAPSED = Prepared(
+    update(t.steps)
+    .where(t.steps.c.run_id == bindparam("run_id"), t.steps.c.step_id == bindparam("step_id"))
+    .values(status=StepStatus.COMPLETED, output="null", ended_ms=bindparam("ended_ms"))
+)
 _CANCEL_WAITS = Prepared(
     update(t.waits)
     .where(t.waits.c.run_id == bindparam("run_id"), t.waits.c.status == WaitStatus.WAITING)
