@@ -1,7 +1,8 @@
 """Fixtures shared by every test suite: real orchestrator and worker processes, state dirs, an SDK client.
 
 - `db_backend` / `db_url`: every test using them (and every test using `start_orchestrator`) runs once on
-  SQLite and once on PostgreSQL (`@pytest.mark.sqlite_only("why")` opts out); each gets its own database.
+  SQLite and once on PostgreSQL (`@pytest.mark.sqlite_only("why")` / `@pytest.mark.postgres_only("why")`
+  keep one leg); each gets its own database.
 - `start_orchestrator(lease_seconds=None, db_url=None)`: starts a real `python -m orchestrator serve` on a
   free port and the test's database; returns an `OrchestratorProcess` (`.target`,
   `.kill()`, `.terminate()`, `.restart()`).
@@ -81,6 +82,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "sqlite_only(reason): run this test on SQLite only (it does not exercise the store differently"
         " on PostgreSQL); say why",
     )
+    config.addinivalue_line(
+        "markers",
+        "postgres_only(reason): run this test on PostgreSQL only (what it checks does not exist on"
+        " SQLite); say why",
+    )
 
 
 # Modules whose tests use an orchestrator only as a backdrop for a client surface (the CLI's rendering,
@@ -96,7 +102,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.definition.get_closest_marker("sqlite_only") is not None
             or metafunc.module.__name__.rpartition(".")[2] in SQLITE_ONLY_MODULES
         )
-        metafunc.parametrize("db_backend", ("sqlite",) if sqlite_only else DB_BACKENDS, indirect=True)
+        postgres_only = metafunc.definition.get_closest_marker("postgres_only") is not None
+        backends = ("sqlite",) if sqlite_only else ("postgresql",) if postgres_only else DB_BACKENDS
+        metafunc.parametrize("db_backend", backends, indirect=True)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 ``store`` is a real ``SqlStore`` on this test's database (``db_url`` from ``tests/conftest.py``): a
 SQLite file in the test's tmp dir, and a fresh PostgreSQL database (the test runs once on each).
+``observer`` is an engine of the test's own on that database (another connection: it sees only what
+is committed); ``admin`` the same in autocommit mode, for statements about other sessions.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Engine, create_engine
 
 from orchestrator.store import factory
 from orchestrator.store.sql import SqlStore
@@ -30,3 +33,23 @@ def store(db_url: str) -> Iterator[SqlStore]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def observer(store: SqlStore) -> Iterator[Engine]:
+    """Another connection's view of the store's database."""
+    engine = create_engine(store.url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def admin(store: SqlStore) -> Iterator[Engine]:
+    """An autocommit engine on the store's database."""
+    engine = create_engine(store.url, isolation_level="AUTOCOMMIT")
+    try:
+        yield engine
+    finally:
+        engine.dispose()

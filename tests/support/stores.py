@@ -1,0 +1,90 @@
+"""Looking at a real store from the side, and making it fail for real.
+
+- ``committed_event_ids(observer)`` / ``run_row(observer, run_id)``: what another connection sees
+  (only what is committed), through an engine of the test's own (the ``observer`` fixture).
+- ``commit_breaker(store, admin)``: a store call that makes the commit of the group it runs in fail:
+  on SQLite a foreign key violation whose check is deferred to COMMIT; on PostgreSQL the group's
+  connection is terminated by another one after the call, so COMMIT finds it gone.
+- ``cap_database_size(store)``: SQLite's own size limit on the store's writer connection, so that a
+  large write fails with "database or disk is full" (SQLITE_FULL), as on a full disk.
+- ``terminate_own_connection(store)``: a store call whose PostgreSQL connection is terminated under
+  it (the server ends the session, as an administrator or a crashed backend would).
+
+These reach the store's transaction through ``SqlStore._run`` (the one way a call joins a group
+commit, as every store method does) to run SQL of their own: no database is mocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+
+from orchestrator.store import schema as t
+from orchestrator.store.sql import SqlStore
+from tests.support.waiting import wait_until
+
+
+def committed_event_ids(observer: Engine) -> set[str]:
+    """The ids of the events another connection sees."""
+    with observer.connect() as conn:
+        return set(conn.execute(select(t.events.c.id)).scalars())
+
+
+def run_row(observer: Engine, run_id: str) -> Any:
+    """A run's row (state, lease_id, worker_id, ...) as another connection sees it."""
+    with observer.connect() as conn:
+        return conn.execute(select(t.runs).where(t.runs.c.id == run_id)).one()
+
+
+def commit_breaker(store: SqlStore, admin: Engine) -> Callable[[], None]:
+    """A store call that runs fine itself but makes the commit of its group fail. On PostgreSQL it
+    must be the group's last call (a later call would fail on the dead connection instead)."""
+    if store.inline:
+
+        def orphan_attempt_checked_at_commit() -> None:
+            # SQLite checks a deferred foreign key at COMMIT, and only there: an attempt row of a
+            # step that does not exist makes COMMIT itself fail (the savepoint of this call does not).
+            def work(tx: Any) -> None:
+                tx.raw.execute("PRAGMA defer_foreign_keys = ON")
+                tx.raw.execute(
+                    "INSERT INTO step_attempts (run_id, step_id, attempt, started_ms, failed)"
+                    " VALUES ('no-such-run', 'no-such-step', 0, 0, 0)"
+                )
+
+            store._run(work)
+
+        return orphan_attempt_checked_at_commit
+
+    def connection_gone_before_commit() -> None:
+        pid = store._run(lambda tx: tx.raw.execute("SELECT pg_backend_pid()").fetchone()[0])
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            wait_until(
+                lambda: (
+                    not conn.execute(
+                        text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+                    ).scalar()
+                ),
+                timeout=20,
+                message=f"backend {pid} to exit",
+            )
+
+    return connection_gone_before_commit
+
+
+def cap_database_size(store: SqlStore, *, slack_pages: int = 16) -> None:
+    """Lets the SQLite file grow by only ``slack_pages`` pages on the store's writer connection
+    (the limit lasts as long as that connection): small writes fit, a large one fails."""
+
+    def work(tx: Any) -> None:
+        pages = tx.raw.execute("PRAGMA page_count").fetchone()[0]
+        tx.raw.execute(f"PRAGMA max_page_count = {pages + slack_pages}")
+
+    store._run(work)
+
+
+def terminate_own_connection(store: SqlStore) -> None:
+    """A PostgreSQL store call whose connection the server terminates while it runs."""
+    store._run(lambda tx: tx.raw.execute("SELECT pg_terminate_backend(pg_backend_pid())").fetchall())
