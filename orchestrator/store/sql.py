@@ -159,7 +159,15 @@ class SqlStore:
     def _run(self, work: Callable[[Tx], T], *, read_only: bool = False) -> T:
         group: _Group | None = getattr(self._local, "group", None)
         if group is not None:  # inside ``grouped()`` on this thread: join its transaction
-            return group.run(work)
+            try:
+                return group.run(work)
+            except DBAPIError as exc:
+                # Rolled back to its savepoint: reported as outside a group (a full disk is
+                # UNAVAILABLE, not an internal error).
+                unavailable = self._unavailable(exc)
+                if unavailable is None:
+                    raise
+                raise unavailable from exc
         # A shared in-memory database has one connection: its reads take the writer's turn too.
         if self._dialect.inline and (not read_only or self.inline_reads):
             with self._writer_lock:
