@@ -75,9 +75,15 @@ class Subscription:
             return True
         try:
             async with asyncio.timeout(max(timeout_s, 0.0)):
-                await asyncio.wait((self._woken,))
+                # Awaited directly: a poller handed its claim resumes in the loop turn the group
+                # settles, before the group's other callers (``asyncio.wait`` or ``shield`` would
+                # each put a turn in between). Cancelling the poller cancels the future, so a group
+                # that runs after that finds nobody to hand a claim to.
+                await self._woken
         except TimeoutError:
             return False
+        except Exception:  # a handed claim that failed with its group's commit: a plain wake-up
+            return True
         return True
 
     def __enter__(self) -> Subscription:
