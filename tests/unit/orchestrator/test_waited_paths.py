@@ -1,0 +1,127 @@
+"""The match paths waited on under an event name (``store.ingest._WAITED_PATHS``, a recursive-CTE
+loose index scan: one seek per distinct path), and the event ingest built on it, on both databases.
+
+The scan must return each path with an open wait exactly once however many runs wait on it, never
+a path whose waits are all closed (matched, timed out, cancelled), never another name's paths."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import Engine, func, select
+
+from orchestrator.engine.model import (
+    Completion,
+    FunctionSpec,
+    NewEvent,
+    StepStatus,
+    WaitForEvent,
+    WaitStatus,
+    WorkItem,
+)
+from orchestrator.store import ingest
+from orchestrator.store import schema as t
+from orchestrator.store.sql import SqlStore
+
+T0 = 1_800_000_000_000
+LEASE = 30_000
+DAY = 86_400_000
+UPLOADED, REVIEWED, OTHER = "api/uploaded", "api/reviewed", "api/other"
+
+
+def waiting_runs(
+    store: SqlStore, waits: list[tuple[str, str, object]], *, timeout: int = T0 + DAY, now: int = T0
+) -> list[WorkItem]:
+    """One run per (event name, match path, value): its trigger carries ``value`` at the path's
+    place (``data.<key>``), and it waits on that name and path. Returns the runs as claimed. Each
+    call starts its runs in an app of its own (``crm-<now>``), so it claims only those."""
+    app, trigger = f"crm-{now}", f"{UPLOADED}.{now}"
+    store.register_functions(app, [FunctionSpec("import", (trigger,))], now_ms=now)
+    triggers = []
+    for i, (_, path, value) in enumerate(waits):
+        data = {path.removeprefix("data."): value} if path else {}
+        triggers.append(NewEvent(trigger, json.dumps(data), f"up-{now}-{i}"))
+    store.ingest_events(triggers, now_ms=now)
+    items = store.claim_work(
+        app_id=app, function_ids=(), worker_id="w", max_items=len(waits), now_ms=now, lease_ms=LEASE
+    ).items
+    by_trigger = {item.event.id: item for item in items}
+    ordered = [by_trigger[e.id or ""] for e in triggers]
+    for item, (name, path, _) in zip(ordered, waits, strict=True):
+        store.complete_step(
+            Completion(item.run_id, item.lease_id, "wait", WaitForEvent(name, path, timeout)),
+            now_ms=now,
+            lease_ms=LEASE,
+        )
+    return ordered
+
+
+def waited_paths(store: SqlStore, name: str) -> list[str]:
+    return store._run(lambda tx: ingest._WAITED_PATHS.run(tx, name=name).scalars())
+
+
+def open_waits(observer: Engine, name: str) -> int:
+    w = t.waits
+    query = select(func.count()).where(w.c.event_name == name, w.c.status == WaitStatus.WAITING)
+    with observer.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def wait_status(store: SqlStore, item: WorkItem) -> StepStatus:
+    (step,) = store.get_run(item.run_id).steps
+    return step.status
+
+
+def test_each_open_match_path_is_found_once_however_many_runs_wait_on_it(
+    store: SqlStore, observer: Engine
+) -> None:
+    # Closed waits first (an event that matched one would also resume the open "" waits below).
+    cancelled, matched, timed_out, cancelled_b = waiting_runs(
+        store,
+        [
+            (REVIEWED, "data.closed", "c1"),
+            (REVIEWED, "data.closed", "c2"),
+            (REVIEWED, "data.closed", "c3"),
+            (REVIEWED, "data.b", "b-closed"),
+        ],
+        timeout=T0 + 1_000,
+    )
+    store.cancel_run(cancelled.run_id, now_ms=T0 + 1)
+    store.cancel_run(cancelled_b.run_id, now_ms=T0 + 1)
+    store.ingest_events([NewEvent(REVIEWED, json.dumps({"closed": "c2"}))], now_ms=T0 + 2)
+    assert store.fire_due_timers(now_ms=T0 + 1_000, since_ms=T0).wakeups.ready_apps == {f"crm-{T0}"}
+    assert [wait_status(store, i) for i in (matched, timed_out)] == [StepStatus.COMPLETED] * 2
+    assert waited_paths(store, REVIEWED) == []
+
+    waiting_runs(
+        store,
+        [(REVIEWED, "data.a", f"a{i % 3}") for i in range(6)]
+        + [(REVIEWED, "data.b", f"b{i}") for i in range(4)]
+        + [(REVIEWED, "", None) for _ in range(3)]
+        + [(OTHER, "data.c", "c") for _ in range(2)],
+        now=T0 + 2_000,
+    )
+    assert open_waits(observer, REVIEWED) == 13
+    assert waited_paths(store, REVIEWED) == ["", "data.a", "data.b"]
+    assert waited_paths(store, OTHER) == ["data.c"]
+    assert waited_paths(store, "nobody/waits") == []
+
+
+def test_an_event_resumes_the_waits_of_every_path_it_matches_and_no_other(store: SqlStore) -> None:
+    on_a, on_b, on_any, other_a, missing = waiting_runs(
+        store,
+        [
+            (REVIEWED, "data.a", 1),
+            (REVIEWED, "data.b", 2),
+            (REVIEWED, "", None),
+            (REVIEWED, "data.a", 9),
+            (REVIEWED, "data.missing", "m"),
+        ],
+    )
+    result = store.ingest_events([NewEvent(REVIEWED, json.dumps({"a": 1, "b": 2}), "rev")], now_ms=T0 + 5)
+    assert result.wakeups.ready_apps == {f"crm-{T0}"}
+    resumed = {i.run_id for i in (on_a, on_b, on_any)}
+    for item in (on_a, on_b, on_any, other_a, missing):
+        expected = StepStatus.COMPLETED if item.run_id in resumed else StepStatus.WAITING
+        assert wait_status(store, item) == expected, item
+    assert waited_paths(store, REVIEWED) == ["data.a", "data.missing"]
