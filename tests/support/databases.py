@@ -11,6 +11,7 @@ of ms, and a database (unlike a schema) also isolates LISTEN/NOTIFY channels and
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import shutil
@@ -31,6 +32,8 @@ POSTGRES_ENV: Final = "ORCHESTRATOR_TEST_POSTGRES_URL"
 LOCAL_DEFAULT: Final = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # Prefix of every database the tests create; a crashed run's leftovers are recognisable and dropped.
 PREFIX: Final = "durable_t_"
+# Migrated databases cloned ahead of the tests that will use them.
+PREFETCH: Final = 3
 
 
 def _normalize(url: str) -> str:
@@ -54,8 +57,8 @@ class PostgresServer:
         self._template: str | None = None
         self._template_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-prefetch")
-        self._next: Future[str] | None = None
+        self._prefetch = ThreadPoolExecutor(max_workers=PREFETCH + 1, thread_name_prefix="pg-prefetch")
+        self._next: collections.deque[Future[str]] = collections.deque()
 
     def execute(self, sql: str) -> None:
         """Runs one administrative statement (CREATE/DROP DATABASE cannot run in a transaction)."""
@@ -65,14 +68,17 @@ class PostgresServer:
     def create_database(self, *, migrated: bool = True) -> str:
         """A new database (migrated to head, or empty); returns its URL.
 
-        Cloning takes a few hundred ms (PostgreSQL checkpoints), so the next migrated database is
-        cloned in the background while the current test runs."""
+        Cloning takes a few hundred ms (the clone's WAL is flushed at commit), so the next
+        ``PREFETCH`` migrated databases are cloned in the background while tests run: clones made
+        together share their flushes, and a short test rarely waits for one."""
         if not migrated:
             return self._clone("template0")
+        template = self._migrated_template()
         with self._lock:
-            ready = self._next
-            self._next = self._prefetch.submit(self._clone, self._migrated_template())
-        return ready.result() if ready is not None else self._clone(self._migrated_template())
+            while len(self._next) <= PREFETCH:
+                self._next.append(self._prefetch.submit(self._clone, template))
+            ready = self._next.popleft()
+        return ready.result()
 
     def _clone(self, template: str) -> str:
         name = f"{PREFIX}{uuid.uuid4().hex[:16]}"
@@ -104,8 +110,9 @@ class PostgresServer:
 
     def close(self) -> None:
         """Drops the prefetched database and the template, and closes the admin connection."""
-        if self._next is not None and self._next.exception() is None:
-            self.drop_database(self._next.result())
+        for pending in self._next:
+            if pending.exception() is None:
+                self.drop_database(pending.result())
         self._prefetch.shutdown(wait=True)
         if self._template is not None:
             self.execute(f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
