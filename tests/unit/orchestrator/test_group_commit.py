@@ -116,13 +116,16 @@ def test_the_calls_of_a_group_share_one_transaction_seen_by_others_only_at_its_e
     store: SqlStore, observer: Engine
 ) -> None:
     register(store)
-    with store.grouped():
+    with ThreadPoolExecutor(max_workers=1) as reader, store.grouped():
         first = send(store, "e1")
         second = send(store, "e2")
         # The claim sees the runs the earlier calls started: the same transaction.
         claimed = claim(store)
         assert {i.run_id for i in claimed.items} == {*first.run_ids, *second.run_ids}
+        # Nothing yet for another connection, nor for the store's own reads on another thread
+        # (GetRun and ListRuns run on one), which do not wait for the group either.
         assert committed_event_ids(observer) == set()
+        assert reader.submit(store.list_runs, RunFilter()).result(timeout=30) == []
     assert committed_event_ids(observer) == {"e1", "e2"}
     for item in claimed.items:
         row = run_row(observer, item.run_id)
