@@ -7,8 +7,10 @@
   connection is terminated by another one after the call, so COMMIT finds it gone.
 - ``cap_database_size(store)``: SQLite's own size limit on the store's writer connection, so that a
   large write fails with "database or disk is full" (SQLITE_FULL), as on a full disk.
-- ``terminate_own_connection(store)``: a store call whose PostgreSQL connection is terminated under
-  it (the server ends the session, as an administrator or a crashed backend would).
+- ``terminate_backend(admin, pid)``: ends a PostgreSQL session from another one (``backend_pid(tx)``
+  names a store transaction's).
+- ``terminate_own_connection(store, pids)``: a store call whose PostgreSQL connection is terminated
+  under it (the server ends the session, as an administrator or a crashed backend would).
 
 These reach the store's transaction through ``SqlStore._run`` (the one way a call joins a group
 commit, as every store method does) to run SQL of their own: no database is mocked.
@@ -22,8 +24,12 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 
 from orchestrator.store import schema as t
+from orchestrator.store.prepared import Prepared
 from orchestrator.store.sql import SqlStore
 from tests.support.waiting import wait_until
+
+_BACKEND_PID = Prepared(text("SELECT pg_backend_pid()"))
+_TERMINATE_SELF = Prepared(text("SELECT pg_terminate_backend(pg_backend_pid())"))
 
 
 def committed_event_ids(observer: Engine) -> set[str]:
@@ -58,20 +64,30 @@ def commit_breaker(store: SqlStore, admin: Engine) -> Callable[[], None]:
         return orphan_attempt_checked_at_commit
 
     def connection_gone_before_commit() -> None:
-        pid = store._run(lambda tx: tx.raw.execute("SELECT pg_backend_pid()").fetchone()[0])
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            wait_until(
-                lambda: (
-                    not conn.execute(
-                        text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
-                    ).scalar()
-                ),
-                timeout=20,
-                message=f"backend {pid} to exit",
-            )
+        terminate_backend(admin, store._run(backend_pid))
 
     return connection_gone_before_commit
+
+
+def backend_pid(tx: Any) -> int:
+    """The pid of the PostgreSQL backend serving a store transaction."""
+    return int(_BACKEND_PID.run(tx).scalar())
+
+
+def terminate_backend(admin: Engine, pid: int) -> None:
+    """Has the PostgreSQL server end the session ``pid`` (from another connection) and waits until
+    it is gone: that session's next statement, or its COMMIT, finds its connection lost."""
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        wait_until(
+            lambda: (
+                not conn.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+                ).scalar()
+            ),
+            timeout=20,
+            message=f"backend {pid} to exit",
+        )
 
 
 def cap_database_size(store: SqlStore, *, slack_pages: int = 16) -> None:
@@ -85,6 +101,14 @@ def cap_database_size(store: SqlStore, *, slack_pages: int = 16) -> None:
     store._run(work)
 
 
-def terminate_own_connection(store: SqlStore) -> None:
-    """A PostgreSQL store call whose connection the server terminates while it runs."""
-    store._run(lambda tx: tx.raw.execute("SELECT pg_terminate_backend(pg_backend_pid())").fetchall())
+def terminate_own_connection(store: SqlStore, pids: list[int] | None = None) -> None:
+    """A PostgreSQL store call whose connection the server terminates while it runs, under a
+    statement run as the store runs its own (``store.prepared``). Each time it runs (the store may
+    run it again), the pid of its backend is added to ``pids``."""
+
+    def work(tx: Any) -> None:
+        if pids is not None:
+            pids.append(backend_pid(tx))
+        _TERMINATE_SELF.run(tx).all()
+
+    store._run(work)
