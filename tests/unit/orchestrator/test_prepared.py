@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy import Engine, bindparam, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from orchestrator import errors
@@ -23,7 +23,7 @@ from orchestrator.store import schema as t
 from orchestrator.store.prepared import MAX_EXPANSIONS, Prepared
 from orchestrator.store.sql import MAX_TX_ATTEMPTS, SqlStore
 from orchestrator.store.txn import Tx
-from tests.support.stores import cap_database_size
+from tests.support.stores import backend_pid, cap_database_size, terminate_backend
 
 T0 = 1_800_000_000_000
 _e = t.events
@@ -224,4 +224,26 @@ def test_a_connection_lost_at_every_attempt_is_store_unavailable(store: SqlStore
     assert len(raised) == MAX_TX_ATTEMPTS and len(set(attempts)) == MAX_TX_ATTEMPTS
     assert run(store, by_ids(), ids=[f"e-{n}" for n in range(1, MAX_TX_ATTEMPTS + 1)]) == []
     # The pool replaces the dead connections: the next call succeeds.
+    assert store.ingest_events([NewEvent("a/b", "{}", "e-after")], now_ms=T0).ids == ("e-after",)
+
+
+@pytest.mark.postgres_only("a session terminated by the server is PostgreSQL's unavailability")
+def test_a_connection_lost_at_the_commit_is_store_unavailable_and_not_run_again(
+    store: SqlStore, admin: Engine
+) -> None:
+    attempts: list[int] = []
+
+    def work(tx: Tx) -> None:
+        attempts.append(backend_pid(tx))
+        INSERT_EVENT.run(tx, **event_row("e-1"))
+        # Its statements all ran: only the COMMIT is left, and it finds the connection gone. Whether
+        # a commit that broke happened is not known in general: it is reported, never run again.
+        terminate_backend(admin, attempts[-1])
+
+    with pytest.raises(errors.StoreUnavailable) as info:
+        store._run(work)
+    cause = info.value.__cause__
+    assert isinstance(cause, OperationalError) and cause.connection_invalidated
+    assert len(attempts) == 1
+    assert run(store, by_ids(), ids=["e-1"]) == []
     assert store.ingest_events([NewEvent("a/b", "{}", "e-after")], now_ms=T0).ids == ("e-after",)
