@@ -213,6 +213,19 @@ def test_a_connection_lost_under_a_prepared_statement_reruns_its_transaction_on_
 
 
 @pytest.mark.postgres_only("a session terminated by the server is PostgreSQL's unavailability")
+def test_a_connection_found_dead_replaces_every_pooled_connection(store: SqlStore) -> None:
+    # Two idle connections in the pool, as after a burst of calls (after a database restart, every
+    # one of them would be dead).
+    with store._engine.connect() as one, store._engine.connect() as other:
+        pooled = {conn.execute(text("SELECT pg_backend_pid()")).scalar() for conn in (one, other)}
+    attempts: list[int] = []
+    raised: list[DBAPIError] = []
+    store._run(losing_connections(attempts, raised, lost=1))
+    assert attempts[0] in pooled
+    assert attempts[1] not in pooled  # the run again found none of the old pool's connections
+
+
+@pytest.mark.postgres_only("a session terminated by the server is PostgreSQL's unavailability")
 def test_a_connection_lost_at_every_attempt_is_store_unavailable(store: SqlStore) -> None:
     attempts: list[int] = []
     raised: list[DBAPIError] = []
