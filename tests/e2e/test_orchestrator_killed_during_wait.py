@@ -8,7 +8,7 @@ from tests.support.runs import step, wait_for_run, wait_for_status, wait_for_ste
 def test_orchestrator_killed_during_wait_then_resumed(
     start_orchestrator: StartOrchestrator, start_app, connect, state_dir: StateDir
 ) -> None:
-    from sdk_python import UnavailableError
+    from sdk_python import Run, UnavailableError
 
     server = start_orchestrator()
     start_app("contacts", server)
@@ -20,8 +20,15 @@ def test_orchestrator_killed_during_wait_then_resumed(
     assert server.kill() == -9
     server.restart()
 
-    # The run survived the crash, still waiting.
-    survived = client.get_run(run.id)
+    # The run survived the crash, still waiting. (The client's channel may still be in its reconnect
+    # backoff from the outage: reads are safe to repeat until it is back.)
+    def read_run() -> Run | None:
+        try:
+            return client.get_run(run.id)
+        except UnavailableError:
+            return None
+
+    survived = wait_until(read_run, timeout=30, message="the run to be readable after the restart")
     assert survived.status == "running" and step(survived, "wait-review").status == "waiting"
 
     review = seed.reviewed("u-9", approved=True, filters=["ada@example.com"], event_id="review-u-9")
