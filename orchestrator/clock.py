@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 
 def now_ms() -> int:
-    """The current instant, Unix ms (UTC)."""
-    return to_ms(datetime.now(UTC))
+    """The current instant, Unix ms (UTC). From the integer clock: it is read several times per RPC,
+    and building a datetime each time cost 3% of the orchestrator's CPU on the step path."""
+    return time.time_ns() // 1_000_000
 
 
 def to_ms(instant: datetime) -> int:

@@ -113,48 +113,32 @@ _CONTINUE_COMMITTED = Prepared(
         event_mark=txn.NEWEST_SEQ,
     )
 )
-_LET_GO_COLUMNS = dict(lease_id=None, lease_expires_ms=None, worker_id=None)
 _LET_GO_WHERE = (_r.c.id == bindparam("run_id"), _r.c.lease_id == bindparam("current_lease"))
-# The run leaves the worker (the reply is STOP) and the lease ends: ready again later, parked on a
-# wait, or ended.
-_LET_GO_READY = Prepared(
-    update(_r)
-    .where(*_LET_GO_WHERE)
-    .values(
-        state=RunState.READY,
-        last_stop_lease_id=bindparam("current_lease"),
-        step_count=bindparam("step_count"),
-        available_at_ms=bindparam("available_at_ms"),
-        body_attempts=bindparam("body_attempts"),
-        **_LET_GO_COLUMNS,
+
+
+def _let_go(state: RunState, *columns: str) -> Prepared:
+    """The run leaves the worker (the reply is STOP) and the lease ends: it becomes ``state`` (ready
+    again later, parked on a wait, or ended), with ``columns`` set from the same-named parameters."""
+    return Prepared(
+        update(_r)
+        .where(*_LET_GO_WHERE)
+        .values(
+            state=state,
+            last_stop_lease_id=bindparam("current_lease"),
+            step_count=bindparam("step_count"),
+            lease_id=None,
+            lease_expires_ms=None,
+            worker_id=None,
+            **{column: bindparam(column) for column in columns},
+        )
     )
-)
-_LET_GO_PARKED = Prepared(
-    update(_r)
-    .where(*_LET_GO_WHERE)
-    .values(
-        state=RunState.PARKED,
-        last_stop_lease_id=bindparam("current_lease"),
-        step_count=bindparam("step_count"),
-        **_LET_GO_COLUMNS,
-    )
-)
-_LET_GO_ENDED = Prepared(
-    update(_r)
-    .where(*_LET_GO_WHERE)
-    .values(
-        state=RunState.ENDED,
-        last_stop_lease_id=bindparam("current_lease"),
-        step_count=bindparam("step_count"),
-        body_attempts=bindparam("body_attempts"),
-        status=bindparam("status"),
-        output=bindparam("output"),
-        ended_ms=bindparam("ended_ms"),
-        error_name=bindparam("error_name"),
-        error_message=bindparam("error_message"),
-        error_stack=bindparam("error_stack"),
-        **_LET_GO_COLUMNS,
-    )
+
+
+_LET_GO_READY = _let_go(RunState.READY, "available_at_ms", "body_attempts")
+_LET_GO_PARKED = _let_go(RunState.PARKED)
+_LET_GO_ENDED = _let_go(
+    RunState.ENDED,
+    *("body_attempts", "status", "output", "ended_ms", "error_name", "error_message", "error_stack"),
 )
 _RESET_LOST = Prepared(update(_r).where(_r.c.id == bindparam("run_id")).values(lost_attempts=0))
 _TRIGGER = Prepared(select(t.events).where(t.events.c.seq == bindparam("seq")))

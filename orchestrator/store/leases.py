@@ -51,7 +51,9 @@ def _candidates(*, of_functions: bool) -> Prepared:
             _r.c.state == RunState.READY,
             _r.c.available_at_ms <= bindparam("now_ms"),
         )
-        .order_by(_r.c.available_at_ms, _r.c.id)
+        # Oldest first, in the claim index's own order, so the scan stops after max_items rows. (With
+        # a tie-break on id, every ready run of the app was read and sorted per claim: O(backlog).)
+        .order_by(_r.c.available_at_ms)
         .limit(bindparam("max_items"))
         .with_for_update(skip_locked=True, of=_r)
     )
