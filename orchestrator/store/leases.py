@@ -22,7 +22,7 @@ from orchestrator.engine.model import (
 from orchestrator.store import schema as t
 from orchestrator.store import txn
 from orchestrator.store.prepared import Prepared
-from orchestrator.store.txn import AnyRow, Tx
+from orchestrator.store.txn import Tx
 
 _r, _s, _e = t.runs, t.steps, t.events
 
@@ -64,15 +64,19 @@ def _candidates(*, of_functions: bool) -> Prepared:
 
 _CANDIDATES = _candidates(of_functions=False)
 _CANDIDATES_OF_FUNCTIONS = _candidates(of_functions=True)
+# One statement leases every candidate of a claim. The runs of one claim share its lease token:
+# fencing compares a run's current token only, which a later claim of the run replaces.
 _LEASE = Prepared(
     update(_r)
-    .where(_r.c.id == bindparam("run_id"), _r.c.state == RunState.READY)
+    .where(_r.c.id.in_(bindparam("run_ids", expanding=True)), _r.c.state == RunState.READY)
     .values(
         state=RunState.LEASED,
         lease_id=bindparam("lease_id"),
         lease_expires_ms=bindparam("lease_expires_ms"),
         worker_id=bindparam("worker_id"),
     )
+    .returning(_r.c.id),
+    expanding=("run_ids",),
 )
 _STEPS_OF = Prepared(
     select(_s)
@@ -118,14 +122,17 @@ def claim(
         return ClaimResult(())
     expires = now_ms + lease_ms
     transitions.require(RunState.READY, RunState.LEASED)
-    leased: list[tuple[AnyRow, str]] = []
-    for row in candidates:
-        lease_id = clock.new_lease_id()
-        claimed = _LEASE.run(
-            tx, run_id=row.id, lease_id=lease_id, lease_expires_ms=expires, worker_id=worker_id
-        )
-        if claimed.rowcount == 1:
-            leased.append((row, lease_id))
+    lease_id = clock.new_lease_id()
+    claimed = set(
+        _LEASE.run(
+            tx,
+            run_ids=[row.id for row in candidates],
+            lease_id=lease_id,
+            lease_expires_ms=expires,
+            worker_id=worker_id,
+        ).scalars()
+    )
+    leased = [(row, lease_id) for row in candidates if row.id in claimed]
     # A run's memo only exists once it recorded a step: a first hand-out reads nothing more.
     with_steps = [row.id for row, _ in leased if row.step_count]
     memo, ended = _memo_steps(tx, with_steps, now_ms) if with_steps else ({}, ())
