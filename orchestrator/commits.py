@@ -91,8 +91,7 @@ class GroupCommitter:
             _settle(self._run_group(batch, self._handoffs))
             return
         self._in_flight += 1
-        # No handoffs here: the parked pollers' subscriptions belong to the loop's thread.
-        running = loop.run_in_executor(self._executor, self._run_group, batch, None)
+        running = loop.run_in_executor(self._executor, self._run_group, batch, self._handoffs)
         running.add_done_callback(lambda done: self._group_done(loop, batch, done))
 
     def _group_done(

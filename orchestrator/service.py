@@ -186,12 +186,11 @@ class Orchestrator:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
-                    if self._inline:
-                        sub.leave_handoff(
-                            lambda: claim(now_ms=clock.now_ms()),
-                            functools.partial(self._release_claimed, worker_id),
-                            self.observer.work_claimed,
-                        )
+                    sub.leave_handoff(
+                        lambda: claim(now_ms=clock.now_ms()),
+                        functools.partial(self._release_claimed, worker_id),
+                        self.observer.work_claimed,
+                    )
                     try:
                         woken = await sub.wait(remaining)
                     except asyncio.CancelledError:

@@ -50,10 +50,13 @@ class Subscription:
         self.app_id = app_id
         self._woken: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.handoff: Handoff | None = None
+        # Set once a group took the handoff: its result (or failure) is the wake-up. A plain wake
+        # meanwhile would only make that result arrive to nobody and be handed back.
+        self.taken = False
 
     def wake(self) -> None:
         """Marks work as possibly available."""
-        if not self._woken.done():
+        if not self._woken.done() and not self.taken:
             self._woken.set_result(None)
 
     @property
@@ -108,12 +111,15 @@ class Subscription:
 
 
 class WorkSignals:
-    """Wakes the pollers of an app when work for it may exist. Event-loop thread only."""
+    """Wakes the pollers of an app when work for it may exist. Event-loop thread only, but for
+    ``take_handoffs``, which a group commit calls from a store thread (PostgreSQL): the lock keeps
+    the loop from adding or removing pollers while a group looks through them."""
 
     def __init__(self) -> None:
         # Per app, its parked pollers in the order they parked (a dict used as an ordered set).
         self._subs: dict[str, dict[Subscription, None]] = {}
         self._closed = False
+        self._lock = threading.Lock()
 
     @property
     def closed(self) -> bool:
@@ -125,24 +131,29 @@ class WorkSignals:
         sub = Subscription(self, app_id)
         if self._closed:
             sub.wake()
-        self._subs.setdefault(app_id, {})[sub] = None
+        with self._lock:
+            self._subs.setdefault(app_id, {})[sub] = None
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Removes a subscription (idempotent)."""
-        subs = self._subs.get(sub.app_id)
-        if subs is not None:
-            subs.pop(sub, None)
-            if not subs:
-                del self._subs[sub.app_id]
+        with self._lock:
+            subs = self._subs.get(sub.app_id)
+            if subs is not None:
+                subs.pop(sub, None)
+                if not subs:
+                    del self._subs[sub.app_id]
 
     def take_handoffs(self, app_id: str) -> list[Handoff]:
-        """The handoffs left by the app's parked pollers, oldest first; each is given out once."""
+        """The handoffs left by the app's parked pollers, oldest first; each is given out once.
+        Any thread (a threaded store's group runs in its own)."""
         taken = []
-        for sub in self._subs.get(app_id, ()):
-            if sub.handoff is not None and not sub.woken:
-                taken.append(sub.handoff)
-                sub.handoff = None
+        with self._lock:
+            for sub in self._subs.get(app_id, ()):
+                if sub.handoff is not None and not sub.woken:
+                    taken.append(sub.handoff)
+                    sub.handoff = None
+                    sub.taken = True
         return taken
 
     def notify(self, app_ids: Iterable[str]) -> None:

@@ -355,7 +355,6 @@ async def delivered(name: str, sub: Subscription, order: list[str]) -> None:
     order.append(name)
 
 
-@pytest.mark.sqlite_only("handoffs run only where groups run on the loop (inline stores)")
 async def test_handed_off_claims_run_in_the_group_that_made_work_ready_and_settle_first(
     store: SqlStore, committer: GroupCommitter, signals: WorkSignals, observer: Engine
 ) -> None:

@@ -2,10 +2,10 @@
 the work an event made ready with its lease already committed; a poller that goes away never keeps
 a run it did not receive; two parked pollers never share a run.
 
-On SQLite a parked poller leaves its claim behind (``Subscription.leave_handoff``) and the group
-commit that makes the app's work ready runs it in the same transaction, then wakes the poller with
-its result before answering anyone else; on PostgreSQL the poller is woken and claims by itself.
-The promises hold on both; the tests of the handoff itself run on SQLite."""
+A parked poller leaves its claim behind (``Subscription.leave_handoff``) and the group commit that
+makes the app's work ready runs it in the same transaction, then wakes the poller with its result
+before answering anyone else (on PostgreSQL the group runs in a store thread). The promises hold
+on both stores."""
 
 from __future__ import annotations
 
@@ -74,12 +74,10 @@ def poll(orch: Orchestrator, worker: str, wait_s: float = 30.0) -> asyncio.Futur
 
 
 def parked(orch: Orchestrator) -> int:
-    """Pollers parked on the app: on an inline store those that left their claim behind after an
-    empty one (the only sure sign they are waiting), elsewhere those subscribed."""
+    """Pollers parked on the app: those that left their claim behind after an empty one (the only
+    sure sign they are waiting)."""
     subs = orch.signals._subs.get("crm", {})
-    if orch.store.inline:
-        return sum(1 for sub in subs if sub.handoff is not None)
-    return len(subs)
+    return sum(1 for sub in subs if sub.handoff is not None)
 
 
 async def until_parked(orch: Orchestrator, count: int) -> None:
@@ -106,7 +104,6 @@ async def test_a_parked_poll_receives_the_run_an_event_started_with_its_lease_co
     assert row.lease_expires_ms == item.lease_expires_ms
 
 
-@pytest.mark.sqlite_only("handoffs exist where groups run on the loop (inline stores)")
 async def test_a_parked_pollers_claim_commits_with_the_event_that_made_the_run(
     orch: Orchestrator, observer: Engine
 ) -> None:
@@ -131,8 +128,7 @@ async def test_two_parked_pollers_one_run_exactly_one_gets_it_and_the_other_keep
     done, _ = await asyncio.wait({first, second}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
     (winner,) = done
     assert [item.run_id for item in winner.result()] == [run_id]
-    if orch.store.inline:
-        assert winner is first  # handoffs are run oldest poller first
+    assert winner is first  # handoffs are run oldest poller first
     waiting = second if winner is first else first
     await until_parked(orch, 1)
     assert not waiting.done()
@@ -190,7 +186,6 @@ def cancel_from_hook(
     return lambda: armed.append(True)
 
 
-@pytest.mark.sqlite_only("handoffs exist where groups run on the loop (inline stores)")
 @pytest.mark.parametrize("cancelled", list(CANCELLED))
 async def test_a_parked_poller_cancelled_around_its_handoff_hands_back_what_it_got_once(
     orch: Orchestrator,
@@ -221,7 +216,6 @@ async def test_a_parked_poller_cancelled_around_its_handoff_hands_back_what_it_g
     assert "lease.release_failed" not in service_log
 
 
-@pytest.mark.sqlite_only("handoffs exist where groups run on the loop (inline stores)")
 @pytest.mark.parametrize("cancelled", [c for c, hook in CANCELLED.items() if hook])
 async def test_a_run_handed_back_by_a_cancelled_poller_goes_to_another_parked_poller(
     orch: Orchestrator, observer: Engine, monkeypatch: pytest.MonkeyPatch, cancelled: str
@@ -238,7 +232,9 @@ async def test_a_run_handed_back_by_a_cancelled_poller_goes_to_another_parked_po
     assert run_row(observer, run_id).worker_id == "w2"
 
 
-@pytest.mark.sqlite_only("handoffs exist where groups run on the loop (inline stores)")
+@pytest.mark.sqlite_only(
+    "a PostgreSQL commit is broken by a dead connection, which the handed claim (run after) meets first"
+)
 async def test_a_parked_poller_whose_handoff_failed_with_its_commit_keeps_waiting(
     orch: Orchestrator, store: SqlStore, admin: Engine, observer: Engine
 ) -> None:
