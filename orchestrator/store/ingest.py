@@ -128,17 +128,23 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
         {"id": i, "name": e.name, "data": e.data_json, "ts_ms": e.ts_ms or now_ms, "received_ms": now_ms}
         for e, i in zip(events, ids, strict=True)
     ]
-    records = _insert_new(tx, rows)
+    # The functions the names trigger, and the match paths of the waits on them: read with the
+    # insert of a lone event (one round trip where the dialect pipelines; wasted if it is a known
+    # id), after the inserts of a batch (only the names of its new events).
+    names: list[str]
+    if len(rows) == 1:
+        names = [events[0].name]
+        inserted, triggered, *waited = prepared.run_all(tx, (_INSERT_EVENT_IF_NEW, rows[0]), *_lookups(names))
+        records = _inserted_one(tx, rows[0], inserted.scalar())
+    else:
+        records = _insert_new(tx, rows)
+        names = sorted({r.name for r in records})
+        if records:
+            triggered, *waited = prepared.run_all(tx, *_lookups(names))
     if not records:
         return IngestResult(tuple(ids), ())
     for record in records:
         tx.log("event.received", event_id=record.id, name=record.name, seq=record.seq)
-    names = sorted({r.name for r in records})
-    # Both lookups at once (one round trip where the dialect pipelines): the functions the names
-    # trigger, and the match paths of the waits on them.
-    triggered, *waited = prepared.run_all(
-        tx, (_TRIGGERED, {"names": names}), *((_WAITED_PATHS, {"name": name}) for name in names)
-    )
     run_ids, ready_apps = _start_runs(tx, records, triggered.all(), now_ms)
     paths = {name: found for name, result in zip(names, waited, strict=True) if (found := result.scalars())}
     resolved = _resolve_waits(tx, records, paths, now_ms)
@@ -147,20 +153,27 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
     return IngestResult(tuple(ids), tuple(run_ids), Wakeups(frozenset(ready_apps)), ended)
 
 
+def _lookups(names: Sequence[str]) -> list[tuple[Prepared, dict[str, Any]]]:
+    return [(_TRIGGERED, {"names": list(names)}), *((_WAITED_PATHS, {"name": name}) for name in names)]
+
+
+def _inserted_one(tx: Tx, row: dict[str, Any], seq: int | None) -> list[EventRecord]:
+    """The lone event as inserted (no seq back: a known id, a duplicate)."""
+    if seq is None:
+        tx.log("event.duplicate", event_id=row["id"], name=row["name"])
+        return []
+    return [EventRecord(seq, row["id"], row["name"], row["data"], row["ts_ms"])]
+
+
 def _insert_new(tx: Tx, rows: Sequence[dict[str, Any]]) -> list[EventRecord]:
-    """Inserts the events whose id is not known yet; returns them with their seqs."""
-    if len(rows) == 1:
-        seq = _INSERT_EVENT_IF_NEW.run(tx, **rows[0]).scalar()
-        new = [rows[0]] if seq is not None else []
-        seqs = {rows[0]["id"]: seq}
-    else:
-        seen = set(_SEEN.run(tx, ids=list({r["id"] for r in rows})).scalars())
-        new = []
-        for row in rows:
-            if row["id"] not in seen:
-                seen.add(row["id"])  # a repeat within the batch is a duplicate too
-                new.append(row)
-        seqs = {row.id: row.seq for row in tx.conn.execute(_INSERT_EVENTS, new)} if new else {}
+    """Inserts the events of a batch whose id is not known yet; returns them with their seqs."""
+    seen = set(_SEEN.run(tx, ids=list({r["id"] for r in rows})).scalars())
+    new = []
+    for row in rows:
+        if row["id"] not in seen:
+            seen.add(row["id"])  # a repeat within the batch is a duplicate too
+            new.append(row)
+    seqs = {row.id: row.seq for row in tx.conn.execute(_INSERT_EVENTS, new)} if new else {}
     inserted = {id(row) for row in new}
     for row in rows:
         if id(row) not in inserted:

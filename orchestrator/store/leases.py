@@ -22,7 +22,7 @@ from orchestrator.engine.model import (
 from orchestrator.store import schema as t
 from orchestrator.store import txn
 from orchestrator.store.prepared import Prepared
-from orchestrator.store.txn import Tx
+from orchestrator.store.txn import AnyRow, Tx
 
 _r, _s, _e = t.runs, t.steps, t.events
 
@@ -64,6 +64,55 @@ def _candidates(*, of_functions: bool) -> Prepared:
 
 _CANDIDATES = _candidates(of_functions=False)
 _CANDIDATES_OF_FUNCTIONS = _candidates(of_functions=True)
+
+
+def _lease_ready(*, of_functions: bool) -> Prepared:
+    # PostgreSQL: the candidates (locked, SKIP LOCKED) and their lease in one statement, one round
+    # trip less per claim. SQLite's UPDATE ... FROM cannot return the joined event's columns, and
+    # a statement there costs no round trip: it runs the two below.
+    ready = (
+        select(_r.c.id)
+        .where(
+            _r.c.app_id == bindparam("app_id"),
+            _r.c.state == RunState.READY,
+            _r.c.available_at_ms <= bindparam("now_ms"),
+        )
+        .order_by(_r.c.available_at_ms)
+        .limit(bindparam("max_items"))
+        .with_for_update(skip_locked=True)
+    )
+    if of_functions:
+        ready = ready.where(_r.c.function_id.in_(bindparam("function_ids", expanding=True)))
+    chosen = ready.cte("chosen")
+    query = (
+        update(_r)
+        .where(_r.c.id == chosen.c.id, _e.c.seq == _r.c.event_seq)
+        .values(
+            state=RunState.LEASED,
+            lease_id=bindparam("lease_id"),
+            lease_expires_ms=bindparam("lease_expires_ms"),
+            worker_id=bindparam("worker_id"),
+        )
+        .returning(
+            _r.c.id,
+            _r.c.app_id,
+            _r.c.function_id,
+            _r.c.body_attempts,
+            _r.c.lost_attempts,
+            _r.c.step_count,
+            _r.c.available_at_ms,
+            _e.c.seq.label("event_seq"),
+            _e.c.id.label("event_id"),
+            _e.c.name.label("event_name"),
+            _e.c.data.label("event_data"),
+            _e.c.ts_ms.label("event_ts_ms"),
+        )
+    )
+    return Prepared(query, expanding=("function_ids",) if of_functions else ())
+
+
+_LEASE_READY = _lease_ready(of_functions=False)
+_LEASE_READY_OF_FUNCTIONS = _lease_ready(of_functions=True)
 # One statement leases every candidate of a claim. The runs of one claim share its lease token:
 # fencing compares a run's current token only, which a later claim of the run replaces.
 _LEASE = Prepared(
@@ -111,6 +160,21 @@ def claim(
     lease_ms: int,
 ) -> ClaimResult:
     """Leases up to ``max_items`` ready runs of the app and loads what the worker needs to execute them."""
+    expires = now_ms + lease_ms
+    transitions.require(RunState.READY, RunState.LEASED)
+    lease_id = clock.new_lease_id()
+    if tx.dialect.name == "postgresql":
+        lease = dict(
+            app_id=app_id, now_ms=now_ms, max_items=max_items,
+            lease_id=lease_id, lease_expires_ms=expires, worker_id=worker_id,
+        )  # fmt: skip
+        if function_ids:
+            rows = _LEASE_READY_OF_FUNCTIONS.run(tx, **lease, function_ids=list(function_ids)).all()
+        else:
+            rows = _LEASE_READY.run(tx, **lease).all()
+        # RETURNING has no order: oldest first, as the candidates were chosen.
+        leased = [(row, lease_id) for row in sorted(rows, key=lambda row: row.available_at_ms)]
+        return _work_items(tx, leased, worker_id, now_ms, expires)
     if function_ids:
         found = _CANDIDATES_OF_FUNCTIONS.run(
             tx, app_id=app_id, now_ms=now_ms, max_items=max_items, function_ids=list(function_ids)
@@ -120,9 +184,6 @@ def claim(
     candidates = found.all()
     if not candidates:
         return ClaimResult(())
-    expires = now_ms + lease_ms
-    transitions.require(RunState.READY, RunState.LEASED)
-    lease_id = clock.new_lease_id()
     claimed = set(
         _LEASE.run(
             tx,
@@ -133,6 +194,15 @@ def claim(
         ).scalars()
     )
     leased = [(row, lease_id) for row in candidates if row.id in claimed]
+    return _work_items(tx, leased, worker_id, now_ms, expires)
+
+
+def _work_items(
+    tx: Tx, leased: Sequence[tuple[AnyRow, str]], worker_id: str, now_ms: int, expires: int
+) -> ClaimResult:
+    """The work items of the leased runs (with their memoized steps, where they recorded any)."""
+    if not leased:
+        return ClaimResult(())
     # A run's memo only exists once it recorded a step: a first hand-out reads nothing more.
     with_steps = [row.id for row, _ in leased if row.step_count]
     memo, ended = _memo_steps(tx, with_steps, now_ms) if with_steps else ({}, ())
