@@ -13,7 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from orchestrator.store import factory, migrate, schema
 from orchestrator.store.sql import SqlStore
@@ -149,6 +149,33 @@ def test_replicas_starting_together_migrate_once(empty_db_url: str) -> None:
         thread.join(timeout=60)
     assert errors == []
     assert _revision(empty_db_url) == migrate.head()
+
+
+def test_connections_opening_a_new_sqlite_file_together_all_get_wal(tmp_path: Path) -> None:
+    # The first connections to a new file race to switch it to WAL, and SQLite may answer "database
+    # is locked" without waiting (about one round in seven, three connections): each must retry.
+    for round_ in range(20):
+        url = f"sqlite:///{tmp_path / f'new-{round_}.db'}"
+        engines = [factory.dialect_for(url).create_engine(url) for _ in range(3)]
+        barrier = threading.Barrier(len(engines))
+        errors: list[BaseException] = []
+
+        def connect(engine: Engine, barrier: threading.Barrier, errors: list[BaseException]) -> None:
+            try:
+                barrier.wait(timeout=30)
+                with engine.connect() as conn:
+                    assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=connect, args=(engine, barrier, errors)) for engine in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        for engine in engines:
+            engine.dispose()
+        assert errors == [], f"round {round_}"
 
 
 def test_a_newer_schema_is_refused_by_serve_and_migrate(db_url: str, tmp_path: Path) -> None:
