@@ -71,11 +71,24 @@ _RETRYING_STEP_FAILURES = Prepared(
 _QUEUE_DEPTH = Prepared(
     select(func.count()).select_from(_r).where(_r.c.state == RunState.READY, _r.c.available_at_ms <= _NOW)
 )
+# The nearest deadlines, each one index seek: ORDER BY ... LIMIT 1 rather than MIN(), which
+# PostgreSQL turns into the seek only when its statistics say it pays (without them, a plan cached
+# while the table was small read every waiting row: 3 ms at 20,000 waits, on each timer pass).
 _NEXT_READY = Prepared(
-    select(func.min(_r.c.available_at_ms)).where(_r.c.state == RunState.READY, _r.c.available_at_ms > _NOW)
+    select(_r.c.available_at_ms)
+    .where(_r.c.state == RunState.READY, _r.c.available_at_ms > _NOW)
+    .order_by(_r.c.available_at_ms)
+    .limit(1)
 )
-_NEXT_LEASE_EXPIRY = Prepared(select(func.min(_r.c.lease_expires_ms)).where(_r.c.state == RunState.LEASED))
-_NEXT_WAIT_TIMEOUT = Prepared(select(func.min(_w.c.expires_ms)).where(_w.c.status == WaitStatus.WAITING))
+_NEXT_LEASE_EXPIRY = Prepared(
+    select(_r.c.lease_expires_ms)
+    .where(_r.c.state == RunState.LEASED, _r.c.lease_expires_ms.is_not(None))
+    .order_by(_r.c.lease_expires_ms)
+    .limit(1)
+)
+_NEXT_WAIT_TIMEOUT = Prepared(
+    select(_w.c.expires_ms).where(_w.c.status == WaitStatus.WAITING).order_by(_w.c.expires_ms).limit(1)
+)
 
 
 def fire(tx: Tx, now_ms: int, since_ms: int) -> TimerResult:

@@ -108,7 +108,10 @@ def error_columns(error: ErrorInfo) -> dict[str, str]:
 
 
 # The newest event seq: the watermark a committed step leaves on its run (see ``event_mark``).
-NEWEST_SEQ = select(func.coalesce(func.max(t.events.c.seq), 0)).scalar_subquery()
+# A seek on the primary key's far end (MAX() becomes one only where PostgreSQL's statistics say so).
+NEWEST_SEQ = func.coalesce(
+    select(t.events.c.seq).order_by(t.events.c.seq.desc()).limit(1).scalar_subquery(), 0
+)
 
 _MAX_SEQ = Prepared(select(NEWEST_SEQ.label("seq")))
 _EVENTS_BY_SEQ = Prepared(

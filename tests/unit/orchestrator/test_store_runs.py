@@ -80,6 +80,27 @@ def test_event_with_a_known_id_is_acknowledged_and_starts_nothing(store: SqlStor
     assert len(store.list_runs(RunFilter())) == 2
 
 
+def test_a_batch_inserts_only_its_new_ids_the_first_of_repeats_in_order(store: SqlStore) -> None:
+    register(store)
+    send(store, id="evt-1")
+    batch = store.ingest_events(
+        [
+            NewEvent("a/b", '{"v": "known"}', "evt-1"),
+            NewEvent("a/b", '{"v": "first"}', "evt-3"),
+            NewEvent("a/b", '{"v": "second"}', "evt-3"),
+            NewEvent("a/b", '{"v": "last"}', "evt-4"),
+        ],
+        now_ms=T0,
+    )
+    assert batch.ids == ("evt-1", "evt-3", "evt-3", "evt-4")
+    runs = [store.get_run(run_id) for run_id in batch.run_ids]
+    assert [(run.event.id, run.event.data_json) for run in runs] == [
+        ("evt-3", '{"v": "first"}'),
+        ("evt-4", '{"v": "last"}'),
+    ]
+    assert runs[0].event.seq < runs[1].event.seq
+
+
 def test_server_assigns_ids_and_timestamps(store: SqlStore) -> None:
     register(store)
     result = send(store, now=T0 + 5)
