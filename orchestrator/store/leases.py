@@ -113,11 +113,15 @@ def _lease_ready(*, of_functions: bool) -> Prepared:
 
 _LEASE_READY = _lease_ready(of_functions=False)
 _LEASE_READY_OF_FUNCTIONS = _lease_ready(of_functions=True)
-# One statement leases every candidate of a claim. The runs of one claim share its lease token:
-# fencing compares a run's current token only, which a later claim of the run replaces.
+# SQLite: one statement leases every candidate of a claim. The runs of one claim share its lease
+# token: fencing compares a run's current token only, which a later claim of the run replaces. No
+# "AND state = 'ready'" here: the candidates were read under the same write lock (BEGIN IMMEDIATE),
+# so nothing changed them since, and with it SQLite's planner (no statistics) chose the index on
+# state over the primary key for five ids or more: every claim read every ready run (a backlog of
+# 30,000 ready runs made parking CPU-bound on this one statement).
 _LEASE = Prepared(
     update(_r)
-    .where(_r.c.id.in_(bindparam("run_ids", expanding=True)), _r.c.state == RunState.READY)
+    .where(_r.c.id.in_(bindparam("run_ids", expanding=True)))
     .values(
         state=RunState.LEASED,
         lease_id=bindparam("lease_id"),

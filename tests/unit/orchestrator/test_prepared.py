@@ -20,6 +20,7 @@ from orchestrator import errors
 from orchestrator.engine.model import NewEvent
 from orchestrator.store import factory
 from orchestrator.store import schema as t
+from orchestrator.store.leases import _LEASE
 from orchestrator.store.prepared import MAX_EXPANSIONS, Prepared
 from orchestrator.store.sql import MAX_TX_ATTEMPTS, SqlStore
 from orchestrator.store.txn import Tx
@@ -260,3 +261,25 @@ def test_a_connection_lost_at_the_commit_is_store_unavailable_and_not_run_again(
     assert len(attempts) == 1
     assert run(store, by_ids(), ids=["e-1"]) == []
     assert store.ingest_events([NewEvent("a/b", "{}", "e-after")], now_ms=T0).ids == ("e-after",)
+
+
+@pytest.mark.sqlite_only("SQLite's planner, without statistics, is the one that chose the index on state")
+@pytest.mark.parametrize("count", [1, 5, 100])
+def test_a_claims_lease_finds_its_runs_by_primary_key_however_many(store: SqlStore, count: int) -> None:
+    # With "AND state = 'ready'" in the lease, SQLite read every ready run through the index on
+    # state once a claim had five candidates or more: O(backlog) per claim.
+
+    def plan(tx: Tx) -> list[str]:
+        compiled, args = _LEASE._bind(
+            tx,
+            {
+                "run_ids": [f"run-{i}" for i in range(count)],
+                "lease_id": "lease",
+                "lease_expires_ms": T0,
+                "worker_id": "w",
+            },
+        )
+        return [str(row[-1]) for row in tx.raw.execute("EXPLAIN QUERY PLAN " + compiled.sql, args)]
+
+    (step,) = store._run(plan)
+    assert step.startswith("SEARCH runs USING") and "(id=?)" in step, step
