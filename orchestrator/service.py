@@ -63,7 +63,6 @@ class Orchestrator:
         self._store = store
         self._settings = settings
         self._lease_ms = clock.duration_ms(seconds=settings.lease_seconds)
-        self._inline = store.inline
         self._inline_reads = store.inline and store.inline_reads
         self._executor = ThreadPoolExecutor(
             max_workers=store.max_concurrency, thread_name_prefix="orchestrator-store"

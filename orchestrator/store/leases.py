@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, select, update
 
 from orchestrator import clock
 from orchestrator.engine import transitions
@@ -27,26 +28,29 @@ from orchestrator.store.txn import AnyRow, Tx
 _r, _s, _e = t.runs, t.steps, t.events
 
 
-def _candidates(*, of_functions: bool) -> Prepared:
-    # The oldest ready runs of the app with their triggering events. SKIP LOCKED: concurrent pollers
-    # on PostgreSQL take different runs instead of queueing on the same rows (SQLite renders no
-    # FOR UPDATE; its single writer serialises claims).
+# What a work item needs of a claimed run and of the event that started it.
+_CLAIMED_COLUMNS = (
+    _r.c.id,
+    _r.c.app_id,
+    _r.c.function_id,
+    _r.c.body_attempts,
+    _r.c.lost_attempts,
+    _r.c.step_count,
+    _r.c.available_at_ms,
+    _e.c.seq.label("event_seq"),
+    _e.c.id.label("event_id"),
+    _e.c.name.label("event_name"),
+    _e.c.data.label("event_data"),
+    _e.c.ts_ms.label("event_ts_ms"),
+)
+
+
+def _oldest_ready(query: Select[Any], *, of_functions: bool) -> Select[Any]:
+    """``query`` narrowed to the oldest ready runs of the app (up to ``max_items``), locked. SKIP
+    LOCKED: concurrent pollers on PostgreSQL take different runs instead of queueing on the same
+    rows (SQLite renders no FOR UPDATE; its single writer serialises claims)."""
     query = (
-        select(
-            _r.c.id,
-            _r.c.app_id,
-            _r.c.function_id,
-            _r.c.body_attempts,
-            _r.c.lost_attempts,
-            _r.c.step_count,
-            _e.c.seq.label("event_seq"),
-            _e.c.id.label("event_id"),
-            _e.c.name.label("event_name"),
-            _e.c.data.label("event_data"),
-            _e.c.ts_ms.label("event_ts_ms"),
-        )
-        .select_from(_r.join(_e, _e.c.seq == _r.c.event_seq))
-        .where(
+        query.where(
             _r.c.app_id == bindparam("app_id"),
             _r.c.state == RunState.READY,
             _r.c.available_at_ms <= bindparam("now_ms"),
@@ -59,31 +63,20 @@ def _candidates(*, of_functions: bool) -> Prepared:
     )
     if of_functions:
         query = query.where(_r.c.function_id.in_(bindparam("function_ids", expanding=True)))
-    return Prepared(query, expanding=("function_ids",) if of_functions else ())
+    return query
 
 
-_CANDIDATES = _candidates(of_functions=False)
-_CANDIDATES_OF_FUNCTIONS = _candidates(of_functions=True)
+def _candidates(*, of_functions: bool) -> Prepared:
+    # SQLite: the oldest ready runs with their triggering events, leased by ``_LEASE`` next.
+    query = select(*_CLAIMED_COLUMNS).select_from(_r.join(_e, _e.c.seq == _r.c.event_seq))
+    return Prepared(_oldest_ready(query, of_functions=of_functions), expanding=_expanding(of_functions))
 
 
 def _lease_ready(*, of_functions: bool) -> Prepared:
-    # PostgreSQL: the candidates (locked, SKIP LOCKED) and their lease in one statement, one round
-    # trip less per claim. SQLite's UPDATE ... FROM cannot return the joined event's columns, and
-    # a statement there costs no round trip: it runs the two below.
-    ready = (
-        select(_r.c.id)
-        .where(
-            _r.c.app_id == bindparam("app_id"),
-            _r.c.state == RunState.READY,
-            _r.c.available_at_ms <= bindparam("now_ms"),
-        )
-        .order_by(_r.c.available_at_ms)
-        .limit(bindparam("max_items"))
-        .with_for_update(skip_locked=True)
-    )
-    if of_functions:
-        ready = ready.where(_r.c.function_id.in_(bindparam("function_ids", expanding=True)))
-    chosen = ready.cte("chosen")
+    # PostgreSQL: the candidates and their lease in one statement, one round trip less per claim.
+    # SQLite's UPDATE ... FROM cannot return the joined event's columns, and a statement there costs
+    # no round trip: it runs ``_candidates`` then ``_LEASE``.
+    chosen = _oldest_ready(select(_r.c.id), of_functions=of_functions).cte("chosen")
     query = (
         update(_r)
         .where(_r.c.id == chosen.c.id, _e.c.seq == _r.c.event_seq)
@@ -93,24 +86,17 @@ def _lease_ready(*, of_functions: bool) -> Prepared:
             lease_expires_ms=bindparam("lease_expires_ms"),
             worker_id=bindparam("worker_id"),
         )
-        .returning(
-            _r.c.id,
-            _r.c.app_id,
-            _r.c.function_id,
-            _r.c.body_attempts,
-            _r.c.lost_attempts,
-            _r.c.step_count,
-            _r.c.available_at_ms,
-            _e.c.seq.label("event_seq"),
-            _e.c.id.label("event_id"),
-            _e.c.name.label("event_name"),
-            _e.c.data.label("event_data"),
-            _e.c.ts_ms.label("event_ts_ms"),
-        )
+        .returning(*_CLAIMED_COLUMNS)
     )
-    return Prepared(query, expanding=("function_ids",) if of_functions else ())
+    return Prepared(query, expanding=_expanding(of_functions))
 
 
+def _expanding(of_functions: bool) -> tuple[str, ...]:
+    return ("function_ids",) if of_functions else ()
+
+
+_CANDIDATES = _candidates(of_functions=False)
+_CANDIDATES_OF_FUNCTIONS = _candidates(of_functions=True)
 _LEASE_READY = _lease_ready(of_functions=False)
 _LEASE_READY_OF_FUNCTIONS = _lease_ready(of_functions=True)
 # SQLite: one statement leases every candidate of a claim. The runs of one claim share its lease
