@@ -117,10 +117,11 @@ class GroupCommitter:
                 while ran < len(queue):
                     call, future, handoff, observe = queue[ran]
                     ran += 1
+                    self._store.next_call_is_last(ran == len(queue))
                     try:
                         value = call()
-                    except GroupAborted:
-                        raise
+                    except (GroupAborted, errors.CommitOutcomeUnknown):
+                        raise  # the whole group is over: replayed alone, or (unknown) reported
                     except Exception as exc:  # this call's savepoint rolled back; the rest go on
                         outcomes.append((future, None, exc, handoff, observe))
                         continue

@@ -82,6 +82,12 @@ class RaceLost(StoreUnavailable):
     (the request had no effect; repeating it is safe)."""
 
 
+class CommitOutcomeUnknown(StoreUnavailable):
+    """The connection broke while a COMMIT was on its way: the transaction may or may not have
+    committed, so it is reported and never run again (what it did is idempotent to repeat from the
+    client: an event by its id, a completion by its lease and step; a claim's leases expire)."""
+
+
 # The one place where domain errors become wire statuses. Lookup walks the class's MRO, so a
 # subclass maps like its nearest listed ancestor.
 STATUS_CODES: dict[type[OrchestratorError], grpc.StatusCode] = {

@@ -48,6 +48,12 @@ class Store(Protocol):
         ``GroupAborted`` from a failing call and roll the whole group back."""
         ...
 
+    def next_call_is_last(self, last: bool) -> None:
+        """Inside ``grouped()``, before each call: whether it is the group's last. A call whose
+        final statement is a read that nothing follows (a claim) may then send the COMMIT with it,
+        one round trip less; such a call must report no ready work (no handoff may follow it)."""
+        ...
+
     @property
     def listens(self) -> bool:
         """Whether ``listen`` hears other replicas' announcements of ready work (PostgreSQL)."""

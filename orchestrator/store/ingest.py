@@ -127,6 +127,37 @@ _UNPARK = Prepared(
 )
 
 
+# PostgreSQL: the three writes above as one statement (data-modifying CTEs), one statement per wait
+# in the pipeline instead of three (each costs the client a send and a poll). Every part is found by
+# its primary key, so no plan depends on statistics.
+_RESOLVE_BY_EVENT = Prepared(
+    text(
+        """
+        WITH won AS (
+            UPDATE waits SET status = :matched, resolved_event_id = :event_id, resolved_ms = :now_ms
+            WHERE id = :wait_id AND status = :waiting
+            RETURNING id
+        ), done AS (
+            UPDATE steps SET status = :completed, output = :output, ended_ms = :now_ms,
+                resumed_by_event_id = :event_id
+            WHERE run_id = :run_id AND step_id = :step_id AND EXISTS (SELECT 1 FROM won)
+        ), unparked AS (
+            UPDATE runs SET state = :ready, available_at_ms = :now_ms, event_mark = :seq
+            WHERE id = :run_id AND state = :parked AND EXISTS (SELECT 1 FROM won)
+            RETURNING app_id
+        )
+        SELECT (SELECT count(*) FROM won) AS won, (SELECT app_id FROM unparked) AS app_id
+        """
+    ).bindparams(
+        bindparam("matched", WaitStatus.MATCHED, literal_execute=False),
+        bindparam("waiting", WaitStatus.WAITING, literal_execute=False),
+        bindparam("completed", StepStatus.COMPLETED, literal_execute=False),
+        bindparam("ready", RunState.READY, literal_execute=False),
+        bindparam("parked", RunState.PARKED, literal_execute=False),
+    )
+)
+
+
 @dataclass(frozen=True)
 class Resolved:
     """A wait that ``resolve_wait`` resolved: the app of the run it made ready (None when the run was
@@ -253,7 +284,7 @@ def _resolve_waits(
     name: an indexed lookup per event and path."""
     if not paths:
         return []
-    resolved: list[Resolved] = []
+    matches: list[tuple[EventRecord, str, str]] = []
     for record in records:
         waited = paths.get(record.name)
         if not waited:
@@ -261,17 +292,64 @@ def _resolve_waits(
         event_obj = matching.event_object(record.id, record.name, record.data_json, record.ts_ms)
         for path in sorted(waited):
             value = matching.match_value(event_obj, path)
-            if value is None:
-                continue
-            candidates = _WAITS_MATCHING.run(
-                tx, name=record.name, path=path, hash=txn.hash_value(value)
-            ).all()
-            for wait in candidates:
-                if wait.match_value != value:
-                    continue
-                won = resolve_wait(tx, wait.id, wait.run_id, wait.step_id, record, now_ms)
-                if won is not None:
-                    resolved.append(won)
+            if value is not None:
+                matches.append((record, path, value))
+    if not matches:
+        return []
+    # The waits each (event, path) matches, then the writes of every wait: two round trips where
+    # the dialect pipelines, however many waits. Statements run in order, so a wait that two events
+    # of a batch match goes to the first, whose update wins.
+    lookups = [
+        (_WAITS_MATCHING, {"name": r.name, "path": p, "hash": txn.hash_value(v)}) for r, p, v in matches
+    ]
+    found = prepared.run_all(tx, *lookups)
+    waits = [
+        (record, wait)
+        for (record, _, value), result in zip(matches, found, strict=True)
+        for wait in result.all()
+        if wait.match_value == value  # the hash narrowed; the value decides
+    ]
+    if not waits:
+        return []
+    if tx.dialect.name == "postgresql":
+        return _resolve_in_one_statement_each(tx, waits, now_ms)
+    resolved: list[Resolved] = []
+    for record, wait in waits:  # SQLite: each statement is a local call, not a round trip
+        won = resolve_wait(tx, wait.id, wait.run_id, wait.step_id, record, now_ms)
+        if won is not None:
+            resolved.append(won)
+    return resolved
+
+
+def _resolve_in_one_statement_each(
+    tx: Tx, waits: Sequence[tuple[EventRecord, AnyRow]], now_ms: int
+) -> list[Resolved]:
+    """PostgreSQL: ``_RESOLVE_BY_EVENT`` per wait, all in one round trip."""
+    transitions.require(RunState.PARKED, RunState.READY)
+    calls = []
+    for record, wait in waits:
+        output = matching.event_output_json(record.id, record.name, record.data_json, record.ts_ms)
+        params = {
+            "wait_id": wait.id, "run_id": wait.run_id, "step_id": wait.step_id, "event_id": record.id,
+            "output": output, "now_ms": now_ms, "seq": record.seq,
+        }  # fmt: skip
+        calls.append((_RESOLVE_BY_EVENT, params))
+    outcomes = [(row.won == 1, row.app_id) for row in (r.one() for r in prepared.run_all(tx, *calls))]
+    return _resolved(tx, waits, outcomes)
+
+
+def _resolved(
+    tx: Tx, waits: Sequence[tuple[EventRecord, AnyRow]], outcomes: Sequence[tuple[bool, Any]]
+) -> list[Resolved]:
+    """The waits whose update won (a timeout, or an earlier event of the batch, may have resolved
+    one first), with the app of each run it made ready."""
+    resolved: list[Resolved] = []
+    for (record, wait), (won, app_id) in zip(waits, outcomes, strict=True):
+        if not won:
+            continue
+        tx.log("wait.matched", run_id=wait.run_id, step_id=wait.step_id, event_id=record.id)
+        ended = SuspensionEnded(wait.run_id, wait.step_id)
+        resolved.append(Resolved(str(app_id) if app_id is not None else None, ended))
     return resolved
 
 

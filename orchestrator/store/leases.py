@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, update
+from sqlalchemy import Select, bindparam, select, text, update
 
 from orchestrator import clock
 from orchestrator.engine import transitions
@@ -26,6 +26,8 @@ from orchestrator.store.prepared import Prepared
 from orchestrator.store.txn import AnyRow, Tx
 
 _r, _s, _e = t.runs, t.steps, t.events
+# The newest event seq (``txn.NEWEST_SEQ``) for hand-written statements.
+_NEWEST_SEQ_SQL = "COALESCE((SELECT seq FROM events ORDER BY seq DESC LIMIT 1), 0)"
 
 
 # What a work item needs of a claimed run and of the event that started it.
@@ -72,33 +74,74 @@ def _candidates(*, of_functions: bool) -> Prepared:
     return Prepared(_oldest_ready(query, of_functions=of_functions), expanding=_expanding(of_functions))
 
 
-def _lease_ready(*, of_functions: bool) -> Prepared:
-    # PostgreSQL: the candidates and their lease in one statement, one round trip less per claim.
-    # SQLite's UPDATE ... FROM cannot return the joined event's columns, and a statement there costs
-    # no round trip: it runs ``_candidates`` then ``_LEASE``.
-    chosen = _oldest_ready(select(_r.c.id), of_functions=of_functions).cte("chosen")
-    query = (
-        update(_r)
-        .where(_r.c.id == chosen.c.id, _e.c.seq == _r.c.event_seq)
-        .values(
-            state=RunState.LEASED,
-            lease_id=bindparam("lease_id"),
-            lease_expires_ms=bindparam("lease_expires_ms"),
-            worker_id=bindparam("worker_id"),
-        )
-        .returning(*_CLAIMED_COLUMNS)
-    )
-    return Prepared(query, expanding=_expanding(of_functions))
-
-
 def _expanding(of_functions: bool) -> tuple[str, ...]:
     return ("function_ids",) if of_functions else ()
 
 
 _CANDIDATES = _candidates(of_functions=False)
 _CANDIDATES_OF_FUNCTIONS = _candidates(of_functions=True)
-_LEASE_READY = _lease_ready(of_functions=False)
-_LEASE_READY_OF_FUNCTIONS = _lease_ready(of_functions=True)
+# PostgreSQL: a claim is one statement. It chooses the oldest ready runs (SKIP LOCKED: concurrent
+# pollers take different runs), ends the sleeps of theirs whose time came (a sleeping run is simply
+# ready at its wake time: the claim that takes it ends the sleep), leases them, and returns each with
+# its event and its memo (the recorded steps as arrays, in position order). One round trip where
+# the candidates, the lease, the memo read and the sleep writes took three or more; and with no
+# write left to follow it, the claim can carry the transaction's COMMIT (``Tx.last_call``).
+# SQLite, whose UPDATE ... FROM cannot return the joined event's columns and whose statements cost
+# no round trip, runs ``_CANDIDATES``, ``_LEASE`` and ``_STEPS_OF``.
+# The memo shows the steps as they were before the statement (one snapshot): a sleep it ends reads
+# as sleeping there, and ``_memo`` reports it completed under the same "wake_ms <= now" test.
+_LEASE_READY = Prepared(
+    text(
+        f"""
+        WITH chosen AS (
+            SELECT id FROM runs
+            WHERE app_id = :app_id AND state = :ready AND available_at_ms <= :now_ms
+                AND (cardinality(CAST(:function_ids AS text[])) = 0
+                     OR function_id = ANY(CAST(:function_ids AS text[])))
+            ORDER BY available_at_ms
+            LIMIT :max_items
+            FOR UPDATE SKIP LOCKED
+        ), woke AS (
+            UPDATE steps SET status = :completed, output = 'null', ended_ms = :now_ms
+            FROM chosen
+            WHERE steps.run_id = chosen.id AND steps.status = :sleeping AND steps.wake_ms <= :now_ms
+            RETURNING steps.run_id
+        ), leased AS (
+            UPDATE runs SET state = :leased, lease_id = :lease_id, lease_expires_ms = :lease_expires_ms,
+                worker_id = :worker_id,
+                -- The sleep is the run's newest committed step: a wait after it looks at events
+                -- from now on.
+                event_mark = CASE WHEN runs.id IN (SELECT run_id FROM woke)
+                    THEN ({_NEWEST_SEQ_SQL}) ELSE runs.event_mark END
+            FROM chosen
+            WHERE runs.id = chosen.id
+            RETURNING runs.id, runs.app_id, runs.function_id, runs.body_attempts, runs.lost_attempts,
+                runs.step_count, runs.available_at_ms, runs.event_seq
+        )
+        SELECT leased.*, events.id AS event_id, events.name AS event_name, events.data AS event_data,
+            events.ts_ms AS event_ts_ms, memo.*
+        FROM leased
+        JOIN events ON events.seq = leased.event_seq
+        LEFT JOIN LATERAL (
+            SELECT array_agg(s.step_id ORDER BY s.position) AS memo_ids,
+                array_agg(s.kind ORDER BY s.position) AS memo_kinds,
+                array_agg(s.status ORDER BY s.position) AS memo_statuses,
+                array_agg(s.output ORDER BY s.position) AS memo_outputs,
+                array_agg(s.failed_attempts ORDER BY s.position) AS memo_attempts,
+                array_agg(s.position ORDER BY s.position) AS memo_positions,
+                array_agg(s.wake_ms ORDER BY s.position) AS memo_wakes
+            FROM steps AS s
+            WHERE s.run_id = leased.id AND leased.step_count > 0
+        ) AS memo ON true
+        ORDER BY leased.available_at_ms
+        """
+    ).bindparams(
+        bindparam("ready", RunState.READY, literal_execute=False),
+        bindparam("leased", RunState.LEASED, literal_execute=False),
+        bindparam("completed", StepStatus.COMPLETED, literal_execute=False),
+        bindparam("sleeping", StepStatus.SLEEPING, literal_execute=False),
+    )
+)
 # SQLite: one statement leases every candidate of a claim. The runs of one claim share its lease
 # token: fencing compares a run's current token only, which a later claim of the run replaces. No
 # "AND state = 'ready'" here: the candidates were read under the same write lock (BEGIN IMMEDIATE),
@@ -154,17 +197,9 @@ def claim(
     transitions.require(RunState.READY, RunState.LEASED)
     lease_id = clock.new_lease_id()
     if tx.dialect.name == "postgresql":
-        lease = dict(
-            app_id=app_id, now_ms=now_ms, max_items=max_items,
-            lease_id=lease_id, lease_expires_ms=expires, worker_id=worker_id,
-        )  # fmt: skip
-        if function_ids:
-            rows = _LEASE_READY_OF_FUNCTIONS.run(tx, **lease, function_ids=list(function_ids)).all()
-        else:
-            rows = _LEASE_READY.run(tx, **lease).all()
-        # RETURNING has no order: oldest first, as the candidates were chosen.
-        leased = [(row, lease_id) for row in sorted(rows, key=lambda row: row.available_at_ms)]
-        return _work_items(tx, leased, worker_id, now_ms, expires)
+        return _claim_in_one_statement(
+            tx, app_id, function_ids, worker_id, max_items, now_ms, lease_id, expires
+        )
     if function_ids:
         found = _CANDIDATES_OF_FUNCTIONS.run(
             tx, app_id=app_id, now_ms=now_ms, max_items=max_items, function_ids=list(function_ids)
@@ -184,18 +219,73 @@ def claim(
         ).scalars()
     )
     leased = [(row, lease_id) for row in candidates if row.id in claimed]
-    return _work_items(tx, leased, worker_id, now_ms, expires)
-
-
-def _work_items(
-    tx: Tx, leased: Sequence[tuple[AnyRow, str]], worker_id: str, now_ms: int, expires: int
-) -> ClaimResult:
-    """The work items of the leased runs (with their memoized steps, where they recorded any)."""
-    if not leased:
-        return ClaimResult(())
     # A run's memo only exists once it recorded a step: a first hand-out reads nothing more.
     with_steps = [row.id for row, _ in leased if row.step_count]
     memo, ended = _memo_steps(tx, with_steps, now_ms) if with_steps else ({}, ())
+    return _work_items(tx, leased, worker_id, expires, memo, ended)
+
+
+def _claim_in_one_statement(
+    tx: Tx,
+    app_id: str,
+    function_ids: Sequence[str],
+    worker_id: str,
+    max_items: int,
+    now_ms: int,
+    lease_id: str,
+    expires: int,
+) -> ClaimResult:
+    """PostgreSQL: ``_LEASE_READY``, with the transaction's COMMIT when the claim is its last call."""
+    params = dict(
+        app_id=app_id, function_ids=list(function_ids), now_ms=now_ms, max_items=max_items,
+        lease_id=lease_id, lease_expires_ms=expires, worker_id=worker_id,
+    )  # fmt: skip
+    rows = _LEASE_READY.run(tx, commit=tx.last_call, **params).all()
+    memo: dict[str, tuple[MemoStep, ...]] = {}
+    ended: list[SuspensionEnded] = []
+    for row in rows:
+        if row.memo_ids:
+            memo[row.id] = _memo(tx, row, now_ms, ended)
+    return _work_items(tx, [(row, lease_id) for row in rows], worker_id, expires, memo, tuple(ended))
+
+
+def _memo(tx: Tx, row: AnyRow, now_ms: int, ended: list[SuspensionEnded]) -> tuple[MemoStep, ...]:
+    """A claimed run's memo from the claim's arrays; the sleeps the claim ended read as completed."""
+    steps: list[MemoStep] = []
+    columns = (
+        row.memo_ids, row.memo_kinds, row.memo_statuses, row.memo_outputs,
+        row.memo_attempts, row.memo_positions, row.memo_wakes,
+    )  # fmt: skip
+    for step_id, kind, status_name, output, attempts, position, wake_ms in zip(*columns, strict=True):
+        status = StepStatus(status_name)
+        if status == StepStatus.SLEEPING and wake_ms is not None and wake_ms <= now_ms:
+            tx.log("step.completed", run_id=row.id, step_id=step_id, kind=StepKind.SLEEP)
+            ended.append(SuspensionEnded(row.id, step_id))
+            status, output = StepStatus.COMPLETED, "null"
+        steps.append(
+            MemoStep(
+                id=step_id,
+                kind=StepKind(kind),
+                status=status,
+                output_json=output or "",
+                attempts=attempts,
+                position=position,
+            )
+        )
+    return tuple(steps)
+
+
+def _work_items(
+    tx: Tx,
+    leased: Sequence[tuple[AnyRow, str]],
+    worker_id: str,
+    expires: int,
+    memo: dict[str, tuple[MemoStep, ...]],
+    ended: tuple[SuspensionEnded, ...],
+) -> ClaimResult:
+    """The work items of the leased runs, with their memoized steps."""
+    if not leased:
+        return ClaimResult(())
     items: list[WorkItem] = []
     for row, lease_id in leased:
         steps = memo.get(row.id, ())

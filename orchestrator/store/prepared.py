@@ -28,6 +28,8 @@ from sqlalchemy.engine import Dialect as SqlDialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from orchestrator import errors
+
 if TYPE_CHECKING:
     from orchestrator.store.txn import Tx
 
@@ -151,12 +153,15 @@ class Prepared:
             return compiled, tuple(params[name] for name in compiled.order)
         return compiled, params
 
-    def run(self, tx: Tx, /, **params: Any) -> Result:
+    def run(self, tx: Tx, /, *, commit: bool = False, **params: Any) -> Result:
         """Executes the statement with ``params`` (every ``bindparam`` by name; a list for each
-        expanding one), after the transaction's deferred writes."""
+        expanding one), after the transaction's deferred writes. With ``commit`` (where the
+        dialect pipelines) the transaction's COMMIT follows it in the same round trip: the caller
+        must not run anything after it."""
         compiled, args = self._bind(tx, params)
-        if tx.deferred:
-            return Result(run_pipelined(tx, [(compiled.sql, args)])[0], compiled)
+        commit = commit and tx.dialect.pipelines
+        if tx.deferred or commit:
+            return Result(run_pipelined(tx, [(compiled.sql, args)], commit=commit)[0], compiled)
         try:
             cursor = tx.raw.execute(compiled.sql, args)
         except tx.driver_error as exc:
@@ -193,6 +198,8 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
     COMMIT, in one pipeline: one round trip. Returns the cursors of ``statements``, their results
     received. (After a COMMIT sent here, the one SQLAlchemy sends finds no transaction: the driver
     makes it a no-op.)"""
+    if tx.committed:
+        raise RuntimeError("a statement after the transaction's COMMIT was sent")
     queued, tx.deferred = tx.deferred, []
     sent = [*queued, *statements]
     cursors: list[Any] = []
@@ -203,11 +210,16 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
             for sql, args in statements:
                 cursors.append(tx.raw.execute(sql, args))
             if commit:
+                tx.committed = True
                 tx.raw.commit()
     except tx.driver_error as exc:
         # The driver does not say which statement of the pipeline failed: name them all.
         described = "\n".join(sql for sql, _ in sent) + ("\nCOMMIT" if commit else "")
-        raise _wrapped(tx, f"(one of, pipelined)\n{described}", [args for _, args in sent], exc) from exc
+        error = _wrapped(tx, f"(one of, pipelined)\n{described}", [args for _, args in sent], exc)
+        if commit and error.connection_invalidated:
+            # The COMMIT may have reached the server before the connection broke: never run again.
+            raise errors.CommitOutcomeUnknown(f"database unavailable while committing: {exc}") from error
+        raise error from exc
     return cursors
 
 

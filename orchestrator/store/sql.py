@@ -66,6 +66,8 @@ class _Group:
         if not self._savepoints:
             try:
                 return work(tx)
+            except errors.CommitOutcomeUnknown:
+                raise  # the group may have committed: never replayed (see ``grouped``)
             except BaseException as exc:
                 tx.drop_logs(mark)
                 raise GroupAborted(f"a call failed inside a group commit: {exc!r}") from exc
@@ -182,6 +184,7 @@ class SqlStore:
             try:
                 with self._connection(read_only) as conn, conn.begin():
                     tx = Tx(conn, self._dialect, self._rng)
+                    tx.last_call = True  # the one call of this transaction
                     result = work(tx)
                     committing = True
                     tx.commit()
@@ -197,6 +200,9 @@ class SqlStore:
                 if again and attempt < MAX_TX_ATTEMPTS:
                     continue
                 raise self._mapped(exc) from exc
+            except errors.CommitOutcomeUnknown:
+                self._engine.dispose(close=False)  # as above: the server is likely gone
+                raise
             except errors.RaceLost:
                 # A concurrent transaction changed what this one read before its lock (PostgreSQL's
                 # READ COMMITTED): run again, on a fresh snapshot.
@@ -243,17 +249,26 @@ class SqlStore:
                 try:
                     group.tx.commit()
                 except DBAPIError as exc:
-                    if exc.connection_invalidated:
-                        self._engine.dispose(close=False)
-                        raise  # the commit may or may not have happened: report, never replay
                     # A deferred write of one of the calls failed, so nothing was committed; which
-                    # call wrote it is not known here.
+                    # call wrote it is not known here. (A commit whose connection broke raises
+                    # CommitOutcomeUnknown instead: reported, never replayed.)
                     raise GroupAborted(f"a deferred write failed: {exc}") from exc
+        except errors.CommitOutcomeUnknown:
+            # From the commit at the exit or from a call that sent it (``Tx.last_call``).
+            self._engine.dispose(close=False)
+            raise
         except DBAPIError as exc:
             raise self._mapped(exc) from exc
         except PoolTimeout as exc:
             raise errors.StoreUnavailable(f"database busy: {exc}") from exc
         group.tx.flush_logs()
+
+    def next_call_is_last(self, last: bool) -> None:
+        """Inside ``grouped()``: whether the next call on this thread is the group's last (its
+        final statement may then carry the COMMIT, where the dialect pipelines)."""
+        group: _Group | None = getattr(self._local, "group", None)
+        if group is not None:
+            group.tx.last_call = last
 
     def create_schema(self) -> None:
         self.migrate()
@@ -291,7 +306,7 @@ class SqlStore:
         if not self._db_clock:
             return now_ms
         # One instant per transaction, however many calls of a group commit ask: the database's
-        # clock where it has one (PostgreSQL's now(), the transaction's start), else the first
+        # clock where replicas share one (PostgreSQL: ``postgres.DatabaseClock``), else the first
         # caller's.
         if tx.db_now_ms is None:
             tx.db_now_ms = self._dialect.now_ms(tx.conn, now_ms)

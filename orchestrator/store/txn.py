@@ -45,6 +45,11 @@ class Tx:
         # Writes whose results nobody reads, to be sent with the next statement that is read
         # (``Prepared.run_later``; only where the dialect pipelines).
         self.deferred: list[tuple[str, Any]] = []
+        # Set by whoever runs the transaction when the call about to run is its last: its final
+        # statement may then carry the COMMIT in the same round trip (a claim, ``leases``).
+        self.last_call = False
+        # True once a COMMIT was sent: nothing may run in this transaction any more.
+        self.committed = False
         self._logs: list[tuple[str, dict[str, Any]]] = []
 
     @property
@@ -68,7 +73,7 @@ class Tx:
         """Commits: where the dialect pipelines, with the deferred writes in one round trip (the
         caller's SQLAlchemy transaction then finds nothing left to commit); elsewhere it leaves the
         commit to that transaction."""
-        if self.dialect.pipelines:
+        if self.dialect.pipelines and not self.committed:
             prepared.run_pipelined(self, [], commit=True)
 
     def log(self, what: str, /, **fields: Any) -> None:

@@ -285,7 +285,8 @@ async def test_a_commit_that_fails_fails_every_call_of_the_group(
         committer.submit(commit_breaker(store, admin)),  # last: see commit_breaker
     ]
     outcomes = await settled(*futures)
-    assert [type(o) for o in outcomes] == [errors.StoreUnavailable] * 3, outcomes
+    # Unavailable (on PostgreSQL: CommitOutcomeUnknown, since the connection broke under the COMMIT).
+    assert all(isinstance(o, errors.StoreUnavailable) for o in outcomes), outcomes
     assert committed_event_ids(observer) == {"e-before"}
     (run,) = store.list_runs(RunFilter())
     assert run_row(observer, run.id).state == RunState.READY  # the claim did not take effect
@@ -400,6 +401,50 @@ async def test_handed_off_claims_run_in_the_group_that_made_work_ready_and_settl
         # Each handoff is given out once: the next run is left for the pollers to claim.
         (next_run,) = (await committer.submit(lambda: send(store, "e2"))).run_ids
         assert run_row(observer, next_run).state == RunState.READY
+
+
+@pytest.mark.postgres_only("only a pipelining store sends the COMMIT with a claim")
+async def test_a_claim_that_ends_a_group_commits_it_with_its_own_round_trip(
+    store: SqlStore, committer: GroupCommitter, observer: Engine
+) -> None:
+    register(store)
+    sent, claimed = await settled(
+        committer.submit(lambda: send(store, "e1")), committer.submit(lambda: claim(store))
+    )
+    assert isinstance(claimed, ClaimResult)
+    (item,) = claimed.items
+    assert item.run_id == sent.run_ids[0]
+    assert committed_event_ids(observer) == {"e1"}
+    assert run_row(observer, item.run_id).state == RunState.LEASED
+    # The transaction is over, and the next group starts a new one on the same connection.
+    again = await committer.submit(lambda: send(store, "e2"))
+    assert committed_event_ids(observer) == {"e1", "e2"}
+    assert len(again.run_ids) == 1
+
+
+@pytest.mark.postgres_only("only a pipelining store sends the COMMIT with a claim")
+async def test_a_group_whose_connection_breaks_under_a_claims_commit_is_reported_never_replayed(
+    store: SqlStore, committer: GroupCommitter, observer: Engine, admin: Engine
+) -> None:
+    register(store)
+    send(store, "e-before")
+    breaker = commit_breaker(store, admin)
+
+    def break_then_claim() -> ClaimResult:
+        breaker()
+        return claim(store)
+
+    outcomes = await settled(
+        committer.submit(lambda: send(store, "e1")),
+        committer.submit(break_then_claim),  # last: its claim carries the group's COMMIT
+    )
+    # The COMMIT may have reached the server: both calls are reported, and neither is run again
+    # alone (which would have committed e1 behind its caller's back).
+    assert [type(o) for o in outcomes] == [errors.CommitOutcomeUnknown] * 2, outcomes
+    assert committed_event_ids(observer) == {"e-before"}
+    after = await committer.submit(lambda: send(store, "e-after"))
+    assert committed_event_ids(observer) == {"e-before", "e-after"}
+    assert len(after.run_ids) == 1
 
 
 @pytest.mark.sqlite_only("handoffs run only where groups run on the loop (inline stores)")
