@@ -25,7 +25,7 @@ from orchestrator.engine.model import (
 )
 from orchestrator.store import prepared, txn
 from orchestrator.store import schema as t
-from orchestrator.store.prepared import Prepared
+from orchestrator.store.prepared import Prepared, Result
 from orchestrator.store.txn import AnyRow, Tx
 
 _e, _r, _w, _s = t.events, t.runs, t.waits, t.steps
@@ -180,9 +180,18 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
     # insert of a lone event (one round trip where the dialect pipelines; wasted if it is a known
     # id), after the inserts of a batch (only the names of its new events).
     names: list[str]
+    prefetched: dict[tuple[str, str], Result] = {}
     if len(rows) == 1:
         names = [events[0].name]
-        inserted, triggered, *waited = prepared.run_all(tx, (_INSERT_EVENT_IF_NEW, rows[0]), *_lookups(names))
+        # Where the dialect pipelines, the waits the event would match on the paths last seen
+        # waited on under its name ride along too (``_PathHints``): a resume then needs no round
+        # trip of lookups of its own.
+        hinted = _hinted_lookups(rows[0]) if tx.dialect.pipelines else []
+        inserted, triggered, *waited = prepared.run_all(
+            tx, (_INSERT_EVENT_IF_NEW, rows[0]), *_lookups(names), *(call for _, call in hinted)
+        )
+        waited, early = waited[:1], waited[1:]
+        prefetched = {key: result for (key, _), result in zip(hinted, early, strict=True)}
         records = _inserted_one(tx, rows[0], inserted.scalar())
     else:
         records = _insert_new(tx, rows)
@@ -195,10 +204,56 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
         tx.log("event.received", event_id=record.id, name=record.name, seq=record.seq)
     run_ids, ready_apps = _start_runs(tx, records, triggered.all(), now_ms)
     paths = {name: found for name, result in zip(names, waited, strict=True) if (found := result.scalars())}
-    resolved = _resolve_waits(tx, records, paths, now_ms)
+    for name in names:
+        _HINTS.seen(name, paths.get(name, ()))
+    resolved = _resolve_waits(tx, records, paths, now_ms, prefetched)
     ready_apps.update(r.app_id for r in resolved if r.app_id is not None)
     ended = tuple(r.ended for r in resolved)
     return IngestResult(tuple(ids), tuple(run_ids), Wakeups(frozenset(ready_apps)), ended)
+
+
+class _PathHints:
+    """The match paths last seen waited on under each event name, in this process (bounded).
+
+    A hint, never an answer: the match paths are still read (``_WAITED_PATHS``) in the same round
+    trip, and a lookup of a path the hint missed runs after it as before. A right hint saves that
+    round trip: the waits an event matches are read with its insert. Wait registrations of the name
+    are excluded while an ingest holds its name lock, so a lookup sent after the paths read sees
+    the same open waits."""
+
+    MAX_NAMES = 1024
+
+    def __init__(self) -> None:
+        self._paths: dict[str, tuple[str, ...]] = {}
+
+    def get(self, name: str) -> tuple[str, ...]:
+        return self._paths.get(name, ())
+
+    def seen(self, name: str, paths: Sequence[str]) -> None:
+        if not paths:
+            self._paths.pop(name, None)
+            return
+        if name not in self._paths and len(self._paths) >= self.MAX_NAMES:
+            self._paths.clear()  # rare (many names with waits): start over rather than track use
+        self._paths[name] = tuple(sorted(paths))
+
+
+_HINTS = _PathHints()
+
+
+def _hinted_lookups(row: dict[str, Any]) -> list[tuple[tuple[str, str], tuple[Prepared, dict[str, Any]]]]:
+    """The waits lookups of a lone event on its name's hinted paths, keyed by (path, value)."""
+    hinted = _HINTS.get(row["name"])
+    if not hinted:
+        return []
+    event_obj = matching.event_object(row["id"], row["name"], row["data"], row["ts_ms"])
+    calls = []
+    for path in hinted:
+        value = matching.match_value(event_obj, path)
+        if value is not None:
+            lookup = {"name": row["name"], "path": path, "hash": txn.hash_value(value)}
+            calls.append(((path, value), (_WAITS_MATCHING, lookup)))
+    return calls
 
 
 def _lookups(names: Sequence[str]) -> list[tuple[Prepared, dict[str, Any]]]:
@@ -278,10 +333,15 @@ def _start_runs(
 
 
 def _resolve_waits(
-    tx: Tx, records: Sequence[EventRecord], paths: dict[str, list[str]], now_ms: int
+    tx: Tx,
+    records: Sequence[EventRecord],
+    paths: dict[str, list[str]],
+    now_ms: int,
+    prefetched: dict[tuple[str, str], Result],
 ) -> list[Resolved]:
     """Resumes the open waits the new events match, given the match paths waited on under each
-    name: an indexed lookup per event and path."""
+    name: an indexed lookup per event and path (of a lone event, those ``prefetched`` by path and
+    value already ran)."""
     if not paths:
         return []
     matches: list[tuple[EventRecord, str, str]] = []
@@ -296,16 +356,23 @@ def _resolve_waits(
                 matches.append((record, path, value))
     if not matches:
         return []
-    # The waits each (event, path) matches, then the writes of every wait: two round trips where
-    # the dialect pipelines, however many waits. Statements run in order, so a wait that two events
-    # of a batch match goes to the first, whose update wins.
-    lookups = [
-        (_WAITS_MATCHING, {"name": r.name, "path": p, "hash": txn.hash_value(v)}) for r, p, v in matches
-    ]
-    found = prepared.run_all(tx, *lookups)
+    # The waits each (event, path) matches (those of a lone event's hinted paths came with its
+    # insert), then the writes of every wait: one or two round trips where the dialect pipelines,
+    # however many waits. Statements run in order, so a wait that two events of a batch match goes
+    # to the first, whose update wins.
+    found: list[Result | None] = [prefetched.get((path, value)) for _, path, value in matches]
+    missing = [i for i, result in enumerate(found) if result is None]
+    if missing:
+        lookups = [
+            (_WAITS_MATCHING, {"name": r.name, "path": p, "hash": txn.hash_value(v)})
+            for r, p, v in (matches[i] for i in missing)
+        ]
+        for i, result in zip(missing, prepared.run_all(tx, *lookups), strict=True):
+            found[i] = result
     waits = [
         (record, wait)
         for (record, _, value), result in zip(matches, found, strict=True)
+        if result is not None
         for wait in result.all()
         if wait.match_value == value  # the hash narrowed; the value decides
     ]

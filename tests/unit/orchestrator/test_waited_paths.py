@@ -125,3 +125,30 @@ def test_an_event_resumes_the_waits_of_every_path_it_matches_and_no_other(store:
         expected = StepStatus.COMPLETED if item.run_id in resumed else StepStatus.WAITING
         assert wait_status(store, item) == expected, item
     assert waited_paths(store, REVIEWED) == ["data.a", "data.missing"]
+
+
+def test_paths_hinted_by_earlier_events_change_nothing_an_event_resumes(store: SqlStore) -> None:
+    # Where the store pipelines (PostgreSQL), a lone event's lookups on the paths last seen waited
+    # on under its name go with its insert; a path the hint missed is looked up after, as before.
+    first_a, first_b = waiting_runs(store, [(REVIEWED, "data.a", 1), (REVIEWED, "data.b", 2)])
+    store.ingest_events([NewEvent(REVIEWED, json.dumps({"a": 1, "b": 2}), "rev-1")], now_ms=T0 + 5)
+    assert [wait_status(store, i) for i in (first_a, first_b)] == [StepStatus.COMPLETED] * 2
+    assert ingest._HINTS.get(REVIEWED) == ("data.a", "data.b")  # as read by rev-1, before it resumed them
+    # Now: data.a (hinted) and data.c (not hinted) are waited on; data.b (hinted) no longer is.
+    on_a, on_c, other_a = waiting_runs(
+        store, [(REVIEWED, "data.a", 3), (REVIEWED, "data.c", 4), (REVIEWED, "data.a", 5)], now=T0 + 10
+    )
+    result = store.ingest_events(
+        [NewEvent(REVIEWED, json.dumps({"a": 3, "b": 2, "c": 4}), "rev-2")], now_ms=T0 + 15
+    )
+    assert result.wakeups.ready_apps == {f"crm-{T0 + 10}"}
+    assert {e.run_id for e in result.ended} == {on_a.run_id, on_c.run_id}
+    assert [wait_status(store, i) for i in (on_a, on_c, other_a)] == [
+        StepStatus.COMPLETED, StepStatus.COMPLETED, StepStatus.WAITING,
+    ]  # fmt: skip
+    assert ingest._HINTS.get(REVIEWED) == ("data.a", "data.c")
+    # A duplicate of rev-2 (a known id) resumes nothing, whatever the hint prefetched.
+    again = store.ingest_events(
+        [NewEvent(REVIEWED, json.dumps({"a": 5}), "rev-2")], now_ms=T0 + 20
+    )
+    assert again.ended == () and wait_status(store, other_a) == StepStatus.WAITING
