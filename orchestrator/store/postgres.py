@@ -84,11 +84,13 @@ class DatabaseClock:
         # Server clock (us) at monotonic instant ``_base_mono`` (ns); None until the first reading.
         self._base_us: int | None = None
         self._base_mono = 0
+        # Monotonic instant (ns) from which the next reading is due.
+        self._due_mono = 0
         self._last_ms = 0
 
     def due(self) -> bool:
         """Whether the next caller should read the server's clock (first use, or it is time)."""
-        return self._base_us is None or time.monotonic_ns() - self._base_mono >= self._resync_ns
+        return self._base_us is None or time.monotonic_ns() >= self._due_mono
 
     def sample(self, read_us: Callable[[], int]) -> None:
         """Reads the server's clock with ``read_us`` (its clock in us) and re-bases the estimate."""
@@ -99,8 +101,9 @@ class DatabaseClock:
             stale = self._base_us is None or after - self._base_mono >= int(CLOCK_STALE_S * 1e9)
             if after - before <= CLOCK_MAX_RTT_NS or stale:
                 self._base_us, self._base_mono = server_us, (before + after) // 2
+                self._due_mono = after + self._resync_ns
             else:
-                self._base_mono = after - self._resync_ns // 2  # try again sooner, keep the base
+                self._due_mono = after + self._resync_ns // 10  # keep the base; read again sooner
 
     def now_ms(self) -> int:
         """The server's current instant (Unix ms), estimated; never less than a previous value."""
