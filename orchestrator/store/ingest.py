@@ -88,7 +88,9 @@ _WAITED_PATHS = Prepared(
         )
         SELECT path FROM paths WHERE path IS NOT NULL
         """
-    ).bindparams(bindparam("waiting", WaitStatus.WAITING, literal_execute=False))
+    ).bindparams(bindparam("waiting", WaitStatus.WAITING, literal_execute=False)),
+    # Its index and the (status, expires_ms) one tie on a small table (see ``prepared._REPLANNED``).
+    replan=True,
 )
 _WAITS_MATCHING = Prepared(
     select(_w.c.id, _w.c.run_id, _w.c.step_id, _w.c.match_value)
@@ -98,7 +100,8 @@ _WAITS_MATCHING = Prepared(
         _w.c.match_path == bindparam("path"),
         _w.c.match_hash == bindparam("hash"),
     )
-    .order_by(_w.c.id)
+    .order_by(_w.c.id),
+    replan=True,  # as _WAITED_PATHS
 )
 _RESOLVE_WAIT = Prepared(
     update(_w)

@@ -37,6 +37,14 @@ if TYPE_CHECKING:
 # by SQLAlchemy at each execution.
 MAX_EXPANSIONS = 128
 
+# SQL texts that PostgreSQL plans at each execution (``Prepared(replan=True)``), never from a plan
+# cached by a prepared statement. Why: a statement prepared on a connection gets, from its sixth
+# execution, a generic plan chosen with the table sizes of that moment, kept for the connection's
+# life where nothing analyzes the table (autovacuum off). Where two indexes tie on a small table, a
+# lookup planned at 200 waits read the whole table at 100,000 (the match paths of an event name:
+# 0.05 ms -> 13-20 ms per event, measured). A plan made per execution sees the table's size now.
+_REPLANNED: set[str] = set()
+
 
 @dataclass
 class _Compiled:
@@ -101,10 +109,15 @@ class Result:
 class Prepared:
     """A statement built once; ``run(tx, **params)`` executes it in the caller's transaction."""
 
-    __slots__ = ("statement", "_expanding", "_by_dialect", "_compiler", "_expansions")
+    __slots__ = ("statement", "_expanding", "_by_dialect", "_compiler", "_expansions", "_replan")
 
-    def __init__(self, statement: ClauseElement, *, expanding: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, statement: ClauseElement, *, expanding: tuple[str, ...] = (), replan: bool = False
+    ) -> None:
         self.statement = statement
+        # Planned at each execution on PostgreSQL (see ``_REPLANNED``): for a lookup whose good
+        # plan depends on a table's size.
+        self._replan = replan
         # Names of the ``bindparam(..., expanding=True)`` lists (``IN :list``).
         self._expanding = expanding
         self._by_dialect: dict[str, _Compiled] = {}
@@ -116,6 +129,8 @@ class Prepared:
         literals = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
         order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
         entry = _Compiled(compiled.string, order, literals)
+        if self._replan:
+            _REPLANNED.add(entry.sql)
         self._by_dialect[dialect.name] = entry
         self._compiler[dialect.name] = compiled
         return entry
@@ -137,6 +152,8 @@ class Prepared:
             order = tuple(state.positiontup) if state.positiontup is not None else None
             literals = {k: v for k, v in state.parameters.items() if k not in params}
             entry = _Compiled(state.statement, order, literals)
+            if self._replan:
+                _REPLANNED.add(entry.sql)
             if len(self._expansions) < MAX_EXPANSIONS:
                 self._expansions[key] = entry
         return entry, params
@@ -163,7 +180,7 @@ class Prepared:
         if tx.deferred or commit:
             return Result(run_pipelined(tx, [(compiled.sql, args)], commit=commit)[0], compiled)
         try:
-            cursor = tx.raw.execute(compiled.sql, args)
+            cursor = _execute(tx, compiled.sql, args)
         except tx.driver_error as exc:
             raise _wrapped(tx, compiled.sql, args, exc) from exc
         return Result(cursor, compiled)
@@ -206,9 +223,9 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
     try:
         with tx.raw.pipeline():
             for sql, args in queued:
-                tx.raw.execute(sql, args)
+                _execute(tx, sql, args)
             for sql, args in statements:
-                cursors.append(tx.raw.execute(sql, args))
+                cursors.append(_execute(tx, sql, args))
             if commit:
                 tx.committed = True
                 tx.raw.commit()
@@ -221,6 +238,13 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
             raise errors.CommitOutcomeUnknown(f"database unavailable while committing: {exc}") from error
         raise error from exc
     return cursors
+
+
+def _execute(tx: Tx, sql: str, args: Any) -> Any:
+    """The driver's execute; a ``_REPLANNED`` text is never prepared (psycopg: planned each time)."""
+    if sql in _REPLANNED and tx.dialect.pipelines:
+        return tx.raw.execute(sql, args, prepare=False)
+    return tx.raw.execute(sql, args)
 
 
 def _wrapped(tx: Tx, sql: str, args: Any, exc: Exception) -> DBAPIError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import Engine, func, select
 
 from orchestrator.engine.model import (
@@ -152,3 +153,40 @@ def test_paths_hinted_by_earlier_events_change_nothing_an_event_resumes(store: S
         [NewEvent(REVIEWED, json.dumps({"a": 5}), "rev-2")], now_ms=T0 + 20
     )
     assert again.ended == () and wait_status(store, other_a) == StepStatus.WAITING
+
+
+@pytest.mark.postgres_only("plans cached by prepared statements are PostgreSQL's")
+def test_the_match_path_lookup_uses_its_index_however_small_the_table_was_when_first_run(
+    store: SqlStore, admin: Engine
+) -> None:
+    # On a connection, a prepared statement gets a generic plan from its sixth execution on, made
+    # with the table sizes of that moment and kept (nothing analyzes the tables here). With a few
+    # hundred open waits, the (status, expires_ms) index ties with the match-path index, and a plan
+    # that took it read every open wait per event once there were 100,000 (13-20 ms per event).
+    store.register_functions("crm", [FunctionSpec("import", (UPLOADED,))], now_ms=T0)
+    with admin.connect() as conn:
+        # Bulk rows on another name stand in for runs parked in waits (no run or step rows behind
+        # them, so the foreign key goes: this database is the test's own).
+        conn.exec_driver_sql("ALTER TABLE waits DROP CONSTRAINT fk_waits_run_id_step_id_steps")
+        bulk = (
+            "INSERT INTO waits (run_id, step_id, event_name, match_path, match_value, match_hash,"
+            " expires_ms, status) SELECT 'r' || g, 'w', %(name)s, 'data.k', 'v', md5(g::text), 1,"
+            " 'waiting' FROM generate_series(%(first)s::int, %(last)s::int) AS g"
+        )
+        conn.exec_driver_sql(bulk, {"name": OTHER, "first": 1, "last": 200})
+    for i in range(20):  # well past psycopg's prepare threshold (5) and PostgreSQL's (5 more)
+        store.ingest_events([NewEvent(UPLOADED, "{}", f"up-{i}")], now_ms=T0 + i)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(bulk, {"name": OTHER, "first": 201, "last": 100_000})
+
+    def status_index_scans() -> int:
+        store._run(lambda tx: tx.raw.execute("SELECT pg_stat_force_next_flush()"))
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            scans = "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = %(index)s"
+            return int(conn.exec_driver_sql(scans, {"index": "ix_waits_status_expires_ms"}).scalar_one())
+
+    before = status_index_scans()
+    for i in range(3):
+        store.ingest_events([NewEvent(UPLOADED, "{}", f"late-{i}")], now_ms=T0 + 100 + i)
+    assert status_index_scans() == before
