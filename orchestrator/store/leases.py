@@ -250,29 +250,40 @@ def _claim_in_one_statement(
 
 
 def _memo(tx: Tx, row: AnyRow, now_ms: int, ended: list[SuspensionEnded]) -> tuple[MemoStep, ...]:
-    """A claimed run's memo from the claim's arrays; the sleeps the claim ended read as completed."""
-    steps: list[MemoStep] = []
+    """A claimed run's memo from the claim's arrays (PostgreSQL)."""
     columns = (
         row.memo_ids, row.memo_kinds, row.memo_statuses, row.memo_outputs,
         row.memo_attempts, row.memo_positions, row.memo_wakes,
     )  # fmt: skip
-    for step_id, kind, status_name, output, attempts, position, wake_ms in zip(*columns, strict=True):
-        status = StepStatus(status_name)
-        if status == StepStatus.SLEEPING and wake_ms is not None and wake_ms <= now_ms:
-            tx.log("step.completed", run_id=row.id, step_id=step_id, kind=StepKind.SLEEP)
-            ended.append(SuspensionEnded(row.id, step_id))
-            status, output = StepStatus.COMPLETED, "null"
-        steps.append(
-            MemoStep(
-                id=step_id,
-                kind=StepKind(kind),
-                status=status,
-                output_json=output or "",
-                attempts=attempts,
-                position=position,
-            )
-        )
-    return tuple(steps)
+    steps = zip(*columns, strict=True)
+    return tuple(_memo_step(tx, row.id, *step, now_ms=now_ms, ended=ended) for step in steps)
+
+
+def _memo_step(
+    tx: Tx,
+    run_id: str,
+    step_id: str,
+    kind: str,
+    status_name: str,
+    output: str | None,
+    attempts: int,
+    position: int,
+    wake_ms: int | None,
+    *,
+    now_ms: int,
+    ended: list[SuspensionEnded],
+) -> MemoStep:
+    """One recorded step as the worker's memo. A sleep whose time came reads as completed: the claim
+    that hands the run out ends it (and it joins ``ended``)."""
+    status = StepStatus(status_name)
+    if status == StepStatus.SLEEPING and wake_ms is not None and wake_ms <= now_ms:
+        tx.log("step.completed", run_id=run_id, step_id=step_id, kind=StepKind.SLEEP)
+        ended.append(SuspensionEnded(run_id, step_id))
+        status, output = StepStatus.COMPLETED, "null"
+    return MemoStep(
+        id=step_id, kind=StepKind(kind), status=status, output_json=output or "", attempts=attempts,
+        position=position,
+    )  # fmt: skip
 
 
 def _work_items(
@@ -330,23 +341,15 @@ def _memo_steps(
     woke: set[str] = set()
     ended: list[SuspensionEnded] = []
     for row in _STEPS_OF.run(tx, run_ids=list(run_ids)):
-        status, output = StepStatus(row.status), row.output or ""
-        if status == StepStatus.SLEEPING and row.wake_ms <= now_ms:
+        before = len(ended)
+        step = _memo_step(
+            tx, row.run_id, row.step_id, row.kind, row.status, row.output, row.failed_attempts,
+            row.position, row.wake_ms, now_ms=now_ms, ended=ended,
+        )  # fmt: skip
+        if len(ended) > before:  # a sleep whose time came: this claim ends it
             txn.SLEEP_ELAPSED.run_later(tx, run_id=row.run_id, step_id=row.step_id, ended_ms=now_ms)
-            tx.log("step.completed", run_id=row.run_id, step_id=row.step_id, kind=StepKind.SLEEP)
-            status, output = StepStatus.COMPLETED, "null"
             woke.add(row.run_id)
-            ended.append(SuspensionEnded(row.run_id, row.step_id))
-        memo.setdefault(row.run_id, []).append(
-            MemoStep(
-                id=row.step_id,
-                kind=StepKind(row.kind),
-                status=status,
-                output_json=output,
-                attempts=row.failed_attempts,
-                position=row.position,
-            )
-        )
+        memo.setdefault(row.run_id, []).append(step)
     for run_id in woke:
         # The sleep is the run's newest committed step: a wait after it looks at events from now on.
         _MARK.run(tx, run_id=run_id)

@@ -13,6 +13,7 @@ from orchestrator.engine.model import (
     FunctionSpec,
     NewEvent,
     RunStatus,
+    Sleep,
     StepOutput,
     StepStatus,
     WaitForEvent,
@@ -141,6 +142,21 @@ def test_events_after_the_trigger_count_for_a_first_wait(store: SqlStore) -> Non
     item = start(store, "u1")
     review(store, "u1", id="right-after", now=T0 + 1)
     assert wait(store, item, now=T0 + 2).directive == Directive.CONTINUE
+
+
+def test_events_received_during_a_sleep_do_not_count_for_a_wait_after_it(store: SqlStore) -> None:
+    item = start(store, "u1")
+    nap = Completion(item.run_id, item.lease_id, "nap", Sleep(T0 + 1_000))
+    assert store.complete_step(nap, now_ms=T0 + 1, lease_ms=LEASE).directive == Directive.STOP
+    review(store, "u1", id="while-asleep", now=T0 + 2)
+    # The claim that hands the run out after its wake time ends the sleep: the run's newest step.
+    (woke,) = store.claim_work(
+        app_id="crm", function_ids=(), worker_id="w", max_items=1, now_ms=T0 + 1_000, lease_ms=LEASE
+    ).items
+    assert [(s.id, s.status) for s in woke.steps] == [("nap", StepStatus.COMPLETED)]
+    assert wait(store, woke, now=T0 + 1_001).directive == Directive.STOP
+    review(store, "u1", id="after-the-nap", now=T0 + 1_002)
+    assert wait_step(store, item.run_id).resumed_by_event_id == "after-the-nap"
 
 
 def test_the_timeout_resumes_with_null(store: SqlStore) -> None:
