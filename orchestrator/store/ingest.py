@@ -207,8 +207,9 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
         tx.log("event.received", event_id=record.id, name=record.name, seq=record.seq)
     run_ids, ready_apps = _start_runs(tx, records, triggered.all(), now_ms)
     paths = {name: found for name, result in zip(names, waited, strict=True) if (found := result.scalars())}
-    for name in names:
-        _HINTS.seen(name, paths.get(name, ()))
+    if tx.dialect.pipelines:  # only a pipelining store uses the hints
+        for name in names:
+            _HINTS.seen(name, paths.get(name, ()))
     resolved = _resolve_waits(tx, records, paths, now_ms, prefetched)
     ready_apps.update(r.app_id for r in resolved if r.app_id is not None)
     ended = tuple(r.ended for r in resolved)

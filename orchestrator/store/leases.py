@@ -197,9 +197,12 @@ def claim(
     transitions.require(RunState.READY, RunState.LEASED)
     lease_id = clock.new_lease_id()
     if tx.dialect.name == "postgresql":
-        return _claim_in_one_statement(
-            tx, app_id, function_ids, worker_id, max_items, now_ms, lease_id, expires
-        )
+        # One statement, with the transaction's COMMIT when the claim is its last call.
+        rows = _LEASE_READY.run(
+            tx, commit=tx.last_call, app_id=app_id, function_ids=list(function_ids), now_ms=now_ms,
+            max_items=max_items, lease_id=lease_id, lease_expires_ms=expires, worker_id=worker_id,
+        ).all()  # fmt: skip
+        return _leased_in_one_statement(tx, rows, worker_id, lease_id, now_ms, expires)
     if function_ids:
         found = _CANDIDATES_OF_FUNCTIONS.run(
             tx, app_id=app_id, now_ms=now_ms, max_items=max_items, function_ids=list(function_ids)
@@ -225,22 +228,10 @@ def claim(
     return _work_items(tx, leased, worker_id, expires, memo, ended)
 
 
-def _claim_in_one_statement(
-    tx: Tx,
-    app_id: str,
-    function_ids: Sequence[str],
-    worker_id: str,
-    max_items: int,
-    now_ms: int,
-    lease_id: str,
-    expires: int,
+def _leased_in_one_statement(
+    tx: Tx, rows: Sequence[AnyRow], worker_id: str, lease_id: str, now_ms: int, expires: int
 ) -> ClaimResult:
-    """PostgreSQL: ``_LEASE_READY``, with the transaction's COMMIT when the claim is its last call."""
-    params = dict(
-        app_id=app_id, function_ids=list(function_ids), now_ms=now_ms, max_items=max_items,
-        lease_id=lease_id, lease_expires_ms=expires, worker_id=worker_id,
-    )  # fmt: skip
-    rows = _LEASE_READY.run(tx, commit=tx.last_call, **params).all()
+    """PostgreSQL: the work items of the runs ``_LEASE_READY`` leased, memo included."""
     memo: dict[str, tuple[MemoStep, ...]] = {}
     ended: list[SuspensionEnded] = []
     for row in rows:

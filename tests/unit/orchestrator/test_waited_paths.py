@@ -131,10 +131,12 @@ def test_an_event_resumes_the_waits_of_every_path_it_matches_and_no_other(store:
 def test_paths_hinted_by_earlier_events_change_nothing_an_event_resumes(store: SqlStore) -> None:
     # Where the store pipelines (PostgreSQL), a lone event's lookups on the paths last seen waited
     # on under its name go with its insert; a path the hint missed is looked up after, as before.
+    hinted = store._dialect.pipelines  # elsewhere no hint is kept (a lookup costs no round trip)
     first_a, first_b = waiting_runs(store, [(REVIEWED, "data.a", 1), (REVIEWED, "data.b", 2)])
     store.ingest_events([NewEvent(REVIEWED, json.dumps({"a": 1, "b": 2}), "rev-1")], now_ms=T0 + 5)
     assert [wait_status(store, i) for i in (first_a, first_b)] == [StepStatus.COMPLETED] * 2
-    assert ingest._HINTS.get(REVIEWED) == ("data.a", "data.b")  # as read by rev-1, before it resumed them
+    if hinted:  # as read by rev-1, before it resumed them
+        assert ingest._HINTS.get(REVIEWED) == ("data.a", "data.b")
     # Now: data.a (hinted) and data.c (not hinted) are waited on; data.b (hinted) no longer is.
     on_a, on_c, other_a = waiting_runs(
         store, [(REVIEWED, "data.a", 3), (REVIEWED, "data.c", 4), (REVIEWED, "data.a", 5)], now=T0 + 10
@@ -147,7 +149,8 @@ def test_paths_hinted_by_earlier_events_change_nothing_an_event_resumes(store: S
     assert [wait_status(store, i) for i in (on_a, on_c, other_a)] == [
         StepStatus.COMPLETED, StepStatus.COMPLETED, StepStatus.WAITING,
     ]  # fmt: skip
-    assert ingest._HINTS.get(REVIEWED) == ("data.a", "data.c")
+    if hinted:
+        assert ingest._HINTS.get(REVIEWED) == ("data.a", "data.c")
     # A duplicate of rev-2 (a known id) resumes nothing, whatever the hint prefetched.
     again = store.ingest_events(
         [NewEvent(REVIEWED, json.dumps({"a": 5}), "rev-2")], now_ms=T0 + 20
