@@ -84,3 +84,8 @@ class Dialect(Protocol):
     def is_unavailable(self, error: DBAPIError) -> bool:
         """The database cannot be reached or is busy: report UNAVAILABLE."""
         ...
+
+    def hint_was_stale(self, error: DBAPIError) -> bool:
+        """A guard statement found that a transaction acted on a stale per-process hint (see
+        ``store.ingest``): it rolled back, and runs again without hints."""
+        ...

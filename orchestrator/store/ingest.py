@@ -3,9 +3,10 @@ waits; and function registration."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Executable, bindparam, delete, insert, select, text, update
 
@@ -29,6 +30,7 @@ from orchestrator.store.prepared import Prepared, Result
 from orchestrator.store.txn import AnyRow, Tx
 
 _e, _r, _w, _s = t.events, t.runs, t.waits, t.steps
+K = TypeVar("K", str, tuple[str, str])
 # Many rows go through Core (one multi-row statement, built once per dialect); one row, the common
 # SendEvent, is prepared.
 _INSERT_EVENTS: dict[str, Executable] = {}
@@ -161,6 +163,56 @@ _RESOLVE_BY_EVENT = Prepared(
 )
 
 
+# PostgreSQL, a lone event on its name's hints (``_ingest_on_hints``): the event, the runs of the
+# functions its name was last seen to trigger, and the guard, in one statement sent with the COMMIT.
+# The guard divides by zero (``postgres.HINT_STALE_SQLSTATE``) unless the event is new, every hinted
+# function still exists and the name triggers exactly the hinted functions now (after the ingest
+# locks): otherwise the transaction rolls back and runs again without hints. The runs' retries come
+# from the functions table, not from the hint. (Ordered by code point, as Python sorts the hint.)
+_INGEST_ON_HINTS = Prepared(
+    text(
+        """
+        WITH ev AS (
+            INSERT INTO events (id, name, data, ts_ms, received_ms)
+            VALUES (:id, :name, :data, :ts_ms, :received_ms)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING seq
+        ), started AS (
+            INSERT INTO runs (id, app_id, function_id, event_seq, event_id, status, state,
+                available_at_ms, retries, body_attempts, lost_attempts, event_mark, step_count,
+                created_ms)
+            SELECT v.run_id, f.app_id, f.function_id, ev.seq, :id, :running, :ready, :received_ms,
+                f.retries, 0, 0, ev.seq, 0, :received_ms
+            FROM ev
+            CROSS JOIN unnest(CAST(:run_ids AS text[]), CAST(:app_ids AS text[]),
+                CAST(:function_ids AS text[])) AS v(run_id, app_id, function_id)
+            JOIN functions AS f ON f.app_id = v.app_id AND f.function_id = v.function_id
+            RETURNING 1
+        )
+        SELECT (SELECT seq FROM ev) AS seq,
+            1 / CASE WHEN EXISTS (SELECT 1 FROM ev)
+                AND (SELECT count(*) FROM started) = :runs
+                AND (SELECT coalesce(jsonb_agg(jsonb_build_array(app_id, function_id)
+                        ORDER BY app_id COLLATE "C", function_id COLLATE "C"), '[]')
+                     FROM function_triggers WHERE event_name = :name) = CAST(:targets AS jsonb)
+            THEN 1 ELSE 0 END AS guard
+        """
+    ).bindparams(
+        bindparam("running", RunStatus.RUNNING, literal_execute=False),
+        bindparam("ready", RunState.READY, literal_execute=False),
+    )
+)
+# And its second guard: no open wait on the name (the name lock keeps new ones out until the commit).
+# Planned per execution: the (status, expires_ms) index ties with the name's on a small table.
+_NO_OPEN_WAITS_GUARD = Prepared(
+    text(
+        "SELECT 1 / CASE WHEN EXISTS (SELECT 1 FROM waits WHERE event_name = :name AND status = :waiting) "
+        "THEN 0 ELSE 1 END"
+    ).bindparams(bindparam("waiting", WaitStatus.WAITING, literal_execute=False)),
+    replan=True,
+)
+
+
 @dataclass(frozen=True)
 class Resolved:
     """A wait that ``resolve_wait`` resolved: the app of the run it made ready (None when the run was
@@ -179,6 +231,10 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
         {"id": i, "name": e.name, "data": e.data_json, "ts_ms": e.ts_ms or now_ms, "received_ms": now_ms}
         for e, i in zip(events, ids, strict=True)
     ]
+    if len(rows) == 1 and tx.dialect.pipelines and tx.use_hints:
+        on_hints = _ingest_on_hints(tx, rows[0])
+        if on_hints is not None:
+            return on_hints
     # The functions the names trigger, and the match paths of the waits on them: read with the
     # insert of a lone event (one round trip where the dialect pipelines; wasted if it is a known
     # id), after the inserts of a batch (only the names of its new events).
@@ -205,44 +261,79 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
         return IngestResult(tuple(ids), ())
     for record in records:
         tx.log("event.received", event_id=record.id, name=record.name, seq=record.seq)
-    run_ids, ready_apps = _start_runs(tx, records, triggered.all(), now_ms)
+    targets = triggered.all()
+    run_ids, ready_apps = _start_runs(tx, records, targets, now_ms)
     paths = {name: found for name, result in zip(names, waited, strict=True) if (found := result.scalars())}
     if tx.dialect.pipelines:  # only a pipelining store uses the hints
         for name in names:
             _HINTS.seen(name, paths.get(name, ()))
+            _TRIGGER_HINTS.seen(name, [(r.app_id, r.function_id) for r in targets if r.event_name == name])
     resolved = _resolve_waits(tx, records, paths, now_ms, prefetched)
     ready_apps.update(r.app_id for r in resolved if r.app_id is not None)
     ended = tuple(r.ended for r in resolved)
     return IngestResult(tuple(ids), tuple(run_ids), Wakeups(frozenset(ready_apps)), ended)
 
 
-class _PathHints:
-    """The match paths last seen waited on under each event name, in this process (bounded).
+class _Hints(Generic[K]):
+    """What each event name was last seen with, in this process (bounded): the match paths waited
+    on under it (``_HINTS``), the functions (app id, function id) it triggers (``_TRIGGER_HINTS``).
 
-    A hint, never an answer: the match paths are still read (``_WAITED_PATHS``) in the same round
-    trip, and a lookup of a path the hint missed runs after it as before. A right hint saves that
-    round trip: the waits an event matches are read with its insert. Wait registrations of the name
-    are excluded while an ingest holds its name lock, so a lookup sent after the paths read sees
-    the same open waits."""
+    A hint, never an answer. Path hints let a lone event send its wait lookups with its insert; the
+    match paths are still read (``_WAITED_PATHS``) in the same round trip, and a lookup of a path the
+    hint missed runs after it as before (wait registrations of the name are excluded while an
+    ingest holds its name lock, so a lookup sent after the paths read sees the same open waits).
+    Where a name was last seen with no waits and a known set of functions, a lone event is ingested
+    on the hints alone (``_ingest_on_hints``), under guards the database checks in the same
+    transaction: a stale hint costs a rolled-back attempt, never a wrong run."""
 
     MAX_NAMES = 1024
 
     def __init__(self) -> None:
-        self._paths: dict[str, tuple[str, ...]] = {}
+        self._seen: dict[str, tuple[K, ...]] = {}
 
-    def get(self, name: str) -> tuple[str, ...]:
-        return self._paths.get(name, ())
+    def get(self, name: str) -> tuple[K, ...] | None:
+        """What was last seen (maybe nothing), or None when the name was not seen."""
+        return self._seen.get(name)
 
-    def seen(self, name: str, paths: Sequence[str]) -> None:
-        if not paths:
-            self._paths.pop(name, None)
-            return
-        if name not in self._paths and len(self._paths) >= self.MAX_NAMES:
-            self._paths.clear()  # rare (many names with waits): start over rather than track use
-        self._paths[name] = tuple(sorted(paths))
+    def seen(self, name: str, found: Iterable[K]) -> None:
+        if name not in self._seen and len(self._seen) >= self.MAX_NAMES:
+            self._seen.clear()  # rare (many names): start over rather than track use
+        self._seen[name] = tuple(sorted(found))
 
 
-_HINTS = _PathHints()
+_HINTS: _Hints[str] = _Hints()
+_TRIGGER_HINTS: _Hints[tuple[str, str]] = _Hints()
+
+
+def _ingest_on_hints(tx: Tx, row: dict[str, Any]) -> IngestResult | None:
+    """A lone event whose name was last seen with no open waits and a known set of functions
+    (``_Hints``): its insert and its runs' are sent with the transaction's next round trip (the
+    COMMIT, or the claim a parked poller left), under the guards of ``_INGEST_ON_HINTS`` and
+    ``_NO_OPEN_WAITS_GUARD``. None when there is no such hint (the caller reads what to do)."""
+    name = row["name"]
+    targets = _TRIGGER_HINTS.get(name)
+    if targets is None or _HINTS.get(name) != ():
+        return None
+    run_ids = [clock.new_id() for _ in targets]
+
+    def inserted(result: Result) -> None:  # arrives with the round trip that passed the guards
+        tx.log("event.received", event_id=row["id"], name=name, seq=result.one().seq)
+
+    _NO_OPEN_WAITS_GUARD.run_later(tx, name=name)
+    _INGEST_ON_HINTS.read_later(
+        tx,
+        inserted,
+        **row,
+        run_ids=run_ids,
+        app_ids=[app_id for app_id, _ in targets],
+        function_ids=[function_id for _, function_id in targets],
+        runs=len(targets),
+        targets=json.dumps([list(target) for target in targets]),
+    )
+    for run_id, (app_id, function_id) in zip(run_ids, targets, strict=True):
+        tx.log("run.created", run_id=run_id, app_id=app_id, function_id=function_id, event_id=row["id"],
+               event=name)
+    return IngestResult((row["id"],), tuple(run_ids), Wakeups(frozenset(app for app, _ in targets)), ())
 
 
 def _hinted_lookups(row: dict[str, Any]) -> list[tuple[tuple[str, str], tuple[Prepared, dict[str, Any]]]]:

@@ -62,6 +62,9 @@ CONNECT_TIMEOUT_S = 5
 # snapshot taken before the lock wait, so a concurrent repeat of the same completion can insert the
 # step first; run again, it sees the step and answers as a duplicate.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03", "23505"})
+# division_by_zero: what a guard statement raises when a hint it checks is stale (``store.ingest``);
+# no other statement of the store divides.
+HINT_STALE_SQLSTATE = "22012"
 
 
 class DatabaseClock:
@@ -211,6 +214,9 @@ class PostgresDialect:
 
     def is_unavailable(self, error: DBAPIError) -> bool:
         return isinstance(error, (OperationalError, InterfaceError)) or error.connection_invalidated
+
+    def hint_was_stale(self, error: DBAPIError) -> bool:
+        return getattr(error.orig, "sqlstate", None) == HINT_STALE_SQLSTATE
 
 
 def _read_clock_us(conn: Connection) -> int:

@@ -19,7 +19,7 @@ SQLAlchemy the first time that length is seen and kept (up to ``MAX_EXPANSIONS``
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -192,12 +192,22 @@ class Prepared:
         by whatever sends it, still inside the transaction, which then fails."""
         compiled, args = self._bind(tx, params)
         if tx.dialect.pipelines:
-            tx.deferred.append((compiled.sql, args))
+            tx.deferred.append((compiled.sql, args, None))
             return
         try:
             tx.raw.execute(compiled.sql, args)
         except tx.driver_error as exc:
             raise _wrapped(tx, compiled.sql, args, exc) from exc
+
+    def read_later(self, tx: Tx, on_result: Callable[[Result], None], /, **params: Any) -> None:
+        """As ``run_later``, for a statement whose result is wanted but not before the next round
+        trip: ``on_result`` gets it once it arrived (at once where the dialect does not pipeline).
+        An error the statement raises is raised by whatever sends it, before any callback runs."""
+        compiled, args = self._bind(tx, params)
+        if tx.dialect.pipelines:
+            tx.deferred.append((compiled.sql, args, lambda cursor: on_result(Result(cursor, compiled))))
+            return
+        on_result(self.run(tx, **params))
 
 
 def run_all(tx: Tx, *calls: tuple[Prepared, dict[str, Any]]) -> list[Result]:
@@ -218,17 +228,23 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
     if tx.committed:
         raise RuntimeError("a statement after the transaction's COMMIT was sent")
     queued, tx.deferred = tx.deferred, []
-    sent = [*queued, *statements]
+    sent = [(sql, args) for sql, args, _ in queued] + statements
     cursors: list[Any] = []
+    ended: Any = None
+    awaited: list[tuple[Callable[[Any], None], Any]] = []
     try:
         with tx.raw.pipeline():
-            for sql, args in queued:
-                _execute(tx, sql, args)
+            for sql, args, on_result in queued:
+                cursor = _execute(tx, sql, args)
+                if on_result is not None:
+                    awaited.append((on_result, cursor))
             for sql, args in statements:
                 cursors.append(_execute(tx, sql, args))
             if commit:
+                # A statement, not the driver's commit(): psycopg's waits for its own round trip
+                # inside a pipeline, and the pipeline's end then syncs once more.
                 tx.committed = True
-                tx.raw.commit()
+                ended = _execute(tx, "COMMIT", None)
     except tx.driver_error as exc:
         # The driver does not say which statement of the pipeline failed: name them all.
         described = "\n".join(sql for sql, _ in sent) + ("\nCOMMIT" if commit else "")
@@ -237,6 +253,12 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
             # The COMMIT may have reached the server before the connection broke: never run again.
             raise errors.CommitOutcomeUnknown(f"database unavailable while committing: {exc}") from error
         raise error from exc
+    if commit and ended.statusmessage != "COMMIT":
+        # A transaction that failed earlier ends in a ROLLBACK, which a COMMIT statement reports
+        # without an error (every failure raises before this: never seen, never acknowledged).
+        raise errors.StoreUnavailable(f"database rolled back at COMMIT ({ended.statusmessage})")
+    for on_result, cursor in awaited:
+        on_result(cursor)
     return cursors
 
 

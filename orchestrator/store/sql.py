@@ -149,7 +149,20 @@ class SqlStore:
         with self._engine.connect() as conn:
             if read_only:
                 conn.execution_options(**{READ_ONLY: True})
+            elif self._dialect.pipelines:
+                # The driver would BEGIN with a round trip of its own (psycopg syncs its pipeline
+                # after it): the store sends the BEGIN itself, with the transaction's first
+                # statements (``_tx``). Reset when the connection goes back to the pool.
+                conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
+
+    def _tx(self, conn: Connection, read_only: bool) -> Tx:
+        """The transaction context on ``conn``; where the store begins write transactions itself
+        (``_connection``), its BEGIN is the first statement it will send."""
+        tx = Tx(conn, self._dialect, self._rng)
+        if self._dialect.pipelines and not read_only:
+            tx.deferred.append(("BEGIN", None, None))
+        return tx
 
     def _drop_writer(self) -> None:
         writer, self._writer = self._writer, None
@@ -178,12 +191,14 @@ class SqlStore:
 
     def _transaction(self, work: Callable[[Tx], T], read_only: bool) -> T:
         attempt = 0
+        use_hints = True
         while True:
             attempt += 1
             committing = False
             try:
                 with self._connection(read_only) as conn, conn.begin():
-                    tx = Tx(conn, self._dialect, self._rng)
+                    tx = self._tx(conn, read_only)
+                    tx.use_hints = use_hints
                     tx.last_call = True  # the one call of this transaction
                     result = work(tx)
                     committing = True
@@ -196,6 +211,9 @@ class SqlStore:
                     # After a restart every pooled connection is dead: replace them all at once
                     # rather than finding each one out with a failed transaction.
                     self._engine.dispose(close=False)
+                if use_hints and self._dialect.hint_was_stale(exc):
+                    use_hints = False  # nothing was committed: again, reading what it had guessed
+                    continue
                 again = self._dialect.is_retryable(exc) or (exc.connection_invalidated and not committing)
                 if again and attempt < MAX_TX_ATTEMPTS:
                     continue
@@ -237,7 +255,7 @@ class SqlStore:
         lock = self._writer_lock if self._dialect.inline else contextlib.nullcontext()
         try:
             with lock, self._connection(read_only=False) as conn, conn.begin():
-                group = _Group(Tx(conn, self._dialect, self._rng), savepoints=self._dialect.inline)
+                group = _Group(self._tx(conn, read_only=False), savepoints=self._dialect.inline)
                 self._local.group = group
                 try:
                     yield
@@ -309,7 +327,7 @@ class SqlStore:
         # clock where replicas share one (PostgreSQL: ``postgres.DatabaseClock``), else the first
         # caller's.
         if tx.db_now_ms is None:
-            tx.db_now_ms = self._dialect.now_ms(tx.conn, now_ms)
+            tx.db_now_ms = self._dialect.now_ms(tx.bare_conn, now_ms)
         return tx.db_now_ms
 
     def _announcing(self, tx: Tx, result: R) -> R:

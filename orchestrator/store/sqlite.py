@@ -141,6 +141,9 @@ class SqliteDialect:
     def is_retryable(self, error: DBAPIError) -> bool:
         return False
 
+    def hint_was_stale(self, error: DBAPIError) -> bool:
+        return False  # hints are only acted on where statements are pipelined
+
     def is_unavailable(self, error: DBAPIError) -> bool:
         # "database is locked", "unable to open database file", "disk I/O error", ...
         return isinstance(error, OperationalError)

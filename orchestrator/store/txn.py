@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -42,9 +42,13 @@ class Tx:
         self.rng = rng
         # The database's clock for this transaction, once read (``SqlStore._now``).
         self.db_now_ms: int | None = None
-        # Writes whose results nobody reads, to be sent with the next statement that is read
-        # (``Prepared.run_later``; only where the dialect pipelines).
-        self.deferred: list[tuple[str, Any]] = []
+        # Statements sent with the next statement that is read (``Prepared.run_later``; only where
+        # the dialect pipelines): writes whose results nobody reads, and reads whose results go to
+        # a callback once they arrive (``Prepared.read_later``).
+        self.deferred: list[tuple[str, Any, Callable[[Any], None] | None]] = []
+        # False: this transaction must not act on per-process hints (``store.ingest``): its first
+        # attempt did, and a guard found a hint stale (``Dialect.hint_was_stale``).
+        self.use_hints = True
         # Set by whoever runs the transaction when the call about to run is its last: its final
         # statement may then carry the COMMIT in the same round trip (a claim, ``leases``).
         self.last_call = False
@@ -58,6 +62,12 @@ class Tx:
         whatever runs next sees them)."""
         if self.deferred:
             self.flush()
+        return self._conn
+
+    @property
+    def bare_conn(self) -> Connection:
+        """SQLAlchemy's connection, the deferred statements left unsent: for a statement whose
+        place in the transaction does not matter (reading the database's clock)."""
         return self._conn
 
     def invalidate(self, exc: BaseException) -> None:

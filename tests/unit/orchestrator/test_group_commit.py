@@ -34,6 +34,7 @@ from orchestrator.engine.model import (
     StepOutput,
     WorkItem,
 )
+from orchestrator.store import ingest
 from orchestrator.store.base import GroupAborted
 from orchestrator.store.sql import MAX_TX_ATTEMPTS, SqlStore
 from orchestrator.wakeups import Subscription, WorkSignals
@@ -472,6 +473,31 @@ async def test_a_claim_handed_off_by_a_poller_gone_before_it_committed_goes_to_a
     assert [item.run_id for item in result.items] == [run_id]
     assert observed == [result]
     assert run_row(observer, run_id).worker_id == "parked"
+
+
+@pytest.mark.postgres_only("only a pipelining store acts on hints")
+async def test_an_event_sent_on_a_stale_hint_replays_its_group_and_the_parked_poller_gets_every_run(
+    store: SqlStore, committer: GroupCommitter, signals: WorkSignals, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The event, its runs and the handed-off claim go in one round trip with the COMMIT; the guard
+    # refuses the hint (a second function is triggered now), so the group is replayed call by call.
+    monkeypatch.setattr(ingest, "_HINTS", ingest._Hints())
+    monkeypatch.setattr(ingest, "_TRIGGER_HINTS", ingest._Hints())
+    register(store)
+    await committer.submit(lambda: send(store, "e1"))  # the hint: a/b starts crm's f, no waits
+    store.register_functions("crm", [FunctionSpec("g", ("a/b",), 4)], now_ms=T0)
+    abandoned: list[Any] = []
+    with signals.subscribe("crm") as parked:
+        parked.leave_handoff(lambda: claim(store, worker="parked"), abandoned.append)
+        poller = asyncio.ensure_future(parked.wait(30))
+        sent = await committer.submit(lambda: send(store, "e2"))
+        assert await poller is True
+        handed = parked.handed()
+    assert len(sent.run_ids) == 2
+    assert isinstance(handed, ClaimResult)
+    # The run of e1 was never claimed: the poller gets it too.
+    assert set(sent.run_ids) < {item.run_id for item in handed.items}
+    assert abandoned == []
 
 
 @pytest.mark.sqlite_only("handoffs run only where groups run on the loop (inline stores)")

@@ -1,0 +1,152 @@
+"""A lone event ingested on its name's hints (``store.ingest._ingest_on_hints``), on both databases.
+
+Where the store pipelines (PostgreSQL), a lone event whose name was last seen with no open waits
+and a known set of functions is inserted with its runs in one statement sent with the COMMIT,
+under guards the database checks in the same transaction. What that must never change: an event
+starts a run of exactly the functions its name triggers when it is received, a known id starts
+nothing, and a wait opened on the name since the hint is resumed. On SQLite (no hints) the same
+assertions hold by the usual path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from orchestrator.engine.model import (
+    Completion,
+    FunctionSpec,
+    IngestResult,
+    NewEvent,
+    StepStatus,
+    WaitForEvent,
+)
+from orchestrator.store import ingest
+from orchestrator.store import schema as t
+from orchestrator.store.sql import SqlStore
+
+T0 = 1_800_000_000_000
+LEASE = 30_000
+ORDERED = "shop/ordered"
+
+
+@pytest.fixture(autouse=True)
+def attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Starts with no hints (they are per process, and other tests' databases left some); yields
+    how each attempt to ingest went: "hints" (sent on the hints), else "read" (looked up first). An
+    attempt on a stale hint is rolled back and followed by a "read" one."""
+    monkeypatch.setattr(ingest, "_HINTS", ingest._Hints())
+    monkeypatch.setattr(ingest, "_TRIGGER_HINTS", ingest._Hints())
+    seen: list[str] = []
+    plain_ingest, plain_on_hints = ingest.ingest, ingest._ingest_on_hints
+
+    def on_hints(*args: Any) -> Any:
+        result = plain_on_hints(*args)
+        if result is not None:
+            seen[-1] = "hints"
+        return result
+
+    def noting(*args: Any) -> Any:
+        seen.append("read")
+        return plain_ingest(*args)
+
+    monkeypatch.setattr(ingest, "_ingest_on_hints", on_hints)
+    monkeypatch.setattr(ingest, "ingest", noting)
+    yield seen
+
+
+def expected(store: SqlStore, pipelined: str) -> list[str]:
+    """The attempts (space-separated) where the store keeps hints; elsewhere (SQLite) one "read"
+    attempt per event (a "read" right after "hints" is that event's second attempt)."""
+    steps = pipelined.split()
+    if store._dialect.pipelines:
+        return steps
+    retries = sum(1 for pair in zip(steps, steps[1:], strict=False) if pair == ("hints", "read"))
+    return ["read"] * (len(steps) - retries)
+
+
+def send(store: SqlStore, event_id: str, now: int = T0, data: dict[str, Any] | None = None) -> IngestResult:
+    return store.ingest_events([NewEvent(ORDERED, json.dumps(data or {}), event_id)], now_ms=now)
+
+
+def runs_of(observer: Engine, event_id: str) -> list[tuple[str, str, str, int]]:
+    """(run id, app, function, retries) of the runs an event started."""
+    r = t.runs
+    query = select(r.c.id, r.c.app_id, r.c.function_id, r.c.retries).where(r.c.event_id == event_id)
+    with observer.connect() as conn:
+        return sorted((row.id, row.app_id, row.function_id, row.retries) for row in conn.execute(query))
+
+
+def test_an_event_starts_the_functions_its_name_triggers_when_received_whatever_the_hint(
+    store: SqlStore, observer: Engine, attempts: list[str]
+) -> None:
+    store.register_functions("shop", [FunctionSpec("bill", (ORDERED,), 2)], now_ms=T0)
+    first = send(store, "o1")  # learns the hint
+    second = send(store, "o2")
+    assert attempts == expected(store, "read hints")
+    for result, event_id in ((first, "o1"), (second, "o2")):
+        ((run_id, *rest),) = runs_of(observer, event_id)
+        assert result.run_ids == (run_id,) and rest == ["shop", "bill", 2]
+        assert result.wakeups.ready_apps == {"shop"}
+    # Another function now triggered by the name (and new retries): the hint misses it.
+    store.register_functions("audit", [FunctionSpec("log", (ORDERED, "other"), 0)], now_ms=T0)
+    store.register_functions("shop", [FunctionSpec("bill", (ORDERED,), 5)], now_ms=T0)
+    third = send(store, "o3")
+    assert [row[1:] for row in runs_of(observer, "o3")] == [("audit", "log", 0), ("shop", "bill", 5)]
+    assert sorted(third.run_ids) == [row[0] for row in runs_of(observer, "o3")]
+    assert third.wakeups.ready_apps == {"audit", "shop"}
+    # The name no longer triggers bill: the hint has one function too many.
+    store.register_functions("shop", [FunctionSpec("bill", ("shop/paid",), 5)], now_ms=T0)
+    fourth = send(store, "o4")
+    ((run_id, *rest),) = runs_of(observer, "o4")
+    assert fourth.run_ids == (run_id,) and rest == ["audit", "log", 0]
+    # Triggering nothing at all is a hint too.
+    store.register_functions("audit", [FunctionSpec("log", ("other",), 0)], now_ms=T0)
+    assert send(store, "o5").run_ids == ()
+    assert send(store, "o6").run_ids == () and runs_of(observer, "o6") == []
+    # Each stale hint cost its event an attempt (o3, o4, o5), then the hint was right again.
+    assert attempts == expected(store, "read hints hints read hints read hints read hints")
+
+
+def test_a_known_id_on_hints_is_acknowledged_and_starts_nothing(
+    store: SqlStore, observer: Engine, attempts: list[str]
+) -> None:
+    store.register_functions("shop", [FunctionSpec("bill", (ORDERED,))], now_ms=T0)
+    send(store, "o1")
+    first = send(store, "o2")
+    again = send(store, "o2", now=T0 + 5)
+    assert again.ids == ("o2",) and again.run_ids == () and again.wakeups.ready_apps == frozenset()
+    assert [row[0] for row in runs_of(observer, "o2")] == list(first.run_ids)
+    with observer.connect() as conn:
+        assert conn.execute(select(func.count()).where(t.events.c.id == "o2")).scalar() == 1
+    # The repeat tried the hints, and was read after the guard refused it.
+    assert attempts == expected(store, "read hints hints read")
+
+
+def test_a_wait_opened_on_the_name_after_the_hint_is_resumed(
+    store: SqlStore, observer: Engine, attempts: list[str]
+) -> None:
+    store.register_functions("shop", [FunctionSpec("bill", (ORDERED,))], now_ms=T0)
+    send(store, "o1")  # the name: one function, no open wait
+    store.register_functions("ship", [FunctionSpec("pack", ("ship/start",))], now_ms=T0)
+    store.ingest_events([NewEvent("ship/start", json.dumps({"order": 7}), "s1")], now_ms=T0)
+    (item,) = store.claim_work(
+        app_id="ship", function_ids=(), worker_id="w", max_items=1, now_ms=T0, lease_ms=LEASE
+    ).items
+    wait = WaitForEvent(ORDERED, "data.order", T0 + 60_000)
+    store.complete_step(Completion(item.run_id, item.lease_id, "paid", wait), now_ms=T0, lease_ms=LEASE)
+
+    result = send(store, "o2", now=T0 + 5, data={"order": 7})
+    assert [e.run_id for e in result.ended] == [item.run_id]
+    assert result.wakeups.ready_apps == {"shop", "ship"}
+    assert len(runs_of(observer, "o2")) == 1
+    with observer.connect() as conn:
+        step = conn.execute(
+            select(t.steps.c.status).where(t.steps.c.run_id == item.run_id, t.steps.c.step_id == "paid")
+        ).scalar()
+    assert step == StepStatus.COMPLETED
+    # o1 read, s1 read (a new name); o2 tried the hints, the guard saw the wait, o2 was read.
+    assert attempts == expected(store, "read read hints read")
