@@ -291,10 +291,6 @@ class Worker:
             delays = backoff()
             for item in items:
                 self._start(item, stub, loop)
-            if items:
-                # Let the runs start before the next poll is set up (about 0.15 ms of gRPC call
-                # setup on this loop, measured, that would otherwise come first).
-                await asyncio.sleep(0)
 
     async def _pause(self, delays: Any, error: ClientError, outage: bool) -> bool:
         delay: float = next(delays)

@@ -6,6 +6,7 @@ they travel on the wire and sit in the database.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -326,8 +327,9 @@ class IngestResult:
     ids: tuple[str, ...]
     run_ids: tuple[str, ...]
     wakeups: Wakeups = field(default_factory=Wakeups)
-    # The waits the events resumed.
-    ended: tuple[SuspensionEnded, ...] = ()
+    # The waits the events resumed (a list the store may fill after its next round trip, before
+    # the commit is reported: ``store.ingest``).
+    ended: Sequence[SuspensionEnded] = ()
 
 
 @dataclass(frozen=True)
@@ -344,7 +346,7 @@ class CompletionResult:
     # other runs that the events of a send_event resumed), and whether it ended the run.
     attempt: StepAttempt | None = None
     lost: tuple[LostAttempts, ...] = ()
-    ended: tuple[SuspensionEnded, ...] = ()
+    ended: Sequence[SuspensionEnded] = ()  # with a send_event step: as ``IngestResult.ended``
     run_ended: bool = False
 
 

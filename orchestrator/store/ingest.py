@@ -94,8 +94,12 @@ _WAITED_PATHS = Prepared(
     # Its index and the (status, expires_ms) one tie on a small table (see ``prepared._REPLANNED``).
     replan=True,
 )
+# With each wait, its run's app: where the store pipelines, the app the event makes ready is known
+# before the wait is resolved, so the resolution goes with the next round trip (the claim a parked
+# poller left, or the COMMIT).
 _WAITS_MATCHING = Prepared(
-    select(_w.c.id, _w.c.run_id, _w.c.step_id, _w.c.match_value)
+    select(_w.c.id, _w.c.run_id, _w.c.step_id, _w.c.match_value, _r.c.app_id)
+    .select_from(_w.join(_r, _r.c.id == _w.c.run_id))
     .where(
         _w.c.event_name == bindparam("name"),
         _w.c.status == WaitStatus.WAITING,
@@ -151,7 +155,7 @@ _RESOLVE_BY_EVENT = Prepared(
             WHERE id = :run_id AND state = :parked AND EXISTS (SELECT 1 FROM won)
             RETURNING app_id
         )
-        SELECT (SELECT count(*) FROM won) AS won, (SELECT app_id FROM unparked) AS app_id
+        SELECT (SELECT count(*) FROM won) AS won, (SELECT count(*) FROM unparked) AS unparked
         """
     ).bindparams(
         bindparam("matched", WaitStatus.MATCHED, literal_execute=False),
@@ -268,9 +272,8 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
         for name in names:
             _HINTS.seen(name, paths.get(name, ()))
             _TRIGGER_HINTS.seen(name, [(r.app_id, r.function_id) for r in targets if r.event_name == name])
-    resolved = _resolve_waits(tx, records, paths, now_ms, prefetched)
-    ready_apps.update(r.app_id for r in resolved if r.app_id is not None)
-    ended = tuple(r.ended for r in resolved)
+    resumed_apps, ended = _resolve_waits(tx, records, paths, now_ms, prefetched)
+    ready_apps.update(resumed_apps)
     return IngestResult(tuple(ids), tuple(run_ids), Wakeups(frozenset(ready_apps)), ended)
 
 
@@ -433,12 +436,15 @@ def _resolve_waits(
     paths: dict[str, list[str]],
     now_ms: int,
     prefetched: dict[tuple[str, str], Result],
-) -> list[Resolved]:
+) -> tuple[set[str], list[SuspensionEnded]]:
     """Resumes the open waits the new events match, given the match paths waited on under each
     name: an indexed lookup per event and path (of a lone event, those ``prefetched`` by path and
-    value already ran)."""
+    value already ran). Returns the apps of the runs it may make ready and the waits it ended;
+    where the store pipelines, the waits' updates go with the transaction's next round trip and
+    that list is filled once they came back (before the commit is reported), and an app whose
+    wait lost its race to a timeout is announced anyway (its pollers then find nothing new)."""
     if not paths:
-        return []
+        return set(), []
     matches: list[tuple[EventRecord, str, str]] = []
     for record in records:
         waited = paths.get(record.name)
@@ -450,7 +456,7 @@ def _resolve_waits(
             if value is not None:
                 matches.append((record, path, value))
     if not matches:
-        return []
+        return set(), []
     # The waits each (event, path) matches (those of a lone event's hinted paths came with its
     # insert), then the writes of every wait: one or two round trips where the dialect pipelines,
     # however many waits. Statements run in order, so a wait that two events of a batch match goes
@@ -472,47 +478,41 @@ def _resolve_waits(
         if wait.match_value == value  # the hash narrowed; the value decides
     ]
     if not waits:
-        return []
-    if tx.dialect.name == "postgresql":
-        return _resolve_in_one_statement_each(tx, waits, now_ms)
-    resolved: list[Resolved] = []
+        return set(), []
+    if tx.dialect.pipelines:
+        return {wait.app_id for _, wait in waits}, _resolve_later(tx, waits, now_ms)
+    apps: set[str] = set()
+    ended: list[SuspensionEnded] = []
     for record, wait in waits:  # SQLite: each statement is a local call, not a round trip
         won = resolve_wait(tx, wait.id, wait.run_id, wait.step_id, record, now_ms)
         if won is not None:
-            resolved.append(won)
-    return resolved
+            ended.append(won.ended)
+            if won.app_id is not None:
+                apps.add(won.app_id)
+    return apps, ended
 
 
-def _resolve_in_one_statement_each(
+def _resolve_later(
     tx: Tx, waits: Sequence[tuple[EventRecord, AnyRow]], now_ms: int
-) -> list[Resolved]:
-    """PostgreSQL: ``_RESOLVE_BY_EVENT`` per wait, all in one round trip."""
+) -> list[SuspensionEnded]:
+    """PostgreSQL: ``_RESOLVE_BY_EVENT`` per wait, sent with the transaction's next round trip.
+    Returns the list of the waits whose update won (a timeout, or an earlier event of the batch,
+    may have resolved one first), filled as their results come back."""
     transitions.require(RunState.PARKED, RunState.READY)
-    calls = []
+    ended: list[SuspensionEnded] = []
     for record, wait in waits:
+
+        def resolved(result: Result, record: EventRecord = record, wait: AnyRow = wait) -> None:
+            if result.one().won == 1:
+                tx.log("wait.matched", run_id=wait.run_id, step_id=wait.step_id, event_id=record.id)
+                ended.append(SuspensionEnded(wait.run_id, wait.step_id))
+
         output = matching.event_output_json(record.id, record.name, record.data_json, record.ts_ms)
-        params = {
-            "wait_id": wait.id, "run_id": wait.run_id, "step_id": wait.step_id, "event_id": record.id,
-            "output": output, "now_ms": now_ms, "seq": record.seq,
-        }  # fmt: skip
-        calls.append((_RESOLVE_BY_EVENT, params))
-    outcomes = [(row.won == 1, row.app_id) for row in (r.one() for r in prepared.run_all(tx, *calls))]
-    return _resolved(tx, waits, outcomes)
-
-
-def _resolved(
-    tx: Tx, waits: Sequence[tuple[EventRecord, AnyRow]], outcomes: Sequence[tuple[bool, Any]]
-) -> list[Resolved]:
-    """The waits whose update won (a timeout, or an earlier event of the batch, may have resolved
-    one first), with the app of each run it made ready."""
-    resolved: list[Resolved] = []
-    for (record, wait), (won, app_id) in zip(waits, outcomes, strict=True):
-        if not won:
-            continue
-        tx.log("wait.matched", run_id=wait.run_id, step_id=wait.step_id, event_id=record.id)
-        ended = SuspensionEnded(wait.run_id, wait.step_id)
-        resolved.append(Resolved(str(app_id) if app_id is not None else None, ended))
-    return resolved
+        _RESOLVE_BY_EVENT.read_later(
+            tx, resolved, wait_id=wait.id, run_id=wait.run_id, step_id=wait.step_id, event_id=record.id,
+            output=output, now_ms=now_ms, seq=record.seq,
+        )  # fmt: skip
+    return ended
 
 
 def resolve_wait(

@@ -167,7 +167,7 @@ def test_each_suspension_is_reported_by_the_transaction_that_ends_it_and_by_no_o
     # A wait ends with the event that resumes it...
     item = _started(store)
     assert _complete(store, item, "w", WaitForEvent("go", "", T0 + HOUR))[1].ended == ()
-    assert send(store, "go").ended == (SuspensionEnded(item.run_id, "w"),)
+    assert tuple(send(store, "go").ended) == (SuspensionEnded(item.run_id, "w"),)
     _claim(store, now=T0)  # out of the way of the next claims
     # ... or with the timer that times it out.
     item = _started(store)
@@ -184,7 +184,7 @@ def test_each_suspension_is_reported_by_the_transaction_that_ends_it_and_by_no_o
     _complete(store, waiting, "w", WaitForEvent("go", "", T0 + HOUR))
     sender = _started(store)
     _, sent = _complete(store, sender, "send", SendEvents((NewEvent("go"),)))
-    assert sent.ended == (SuspensionEnded(waiting.run_id, "w"),)
+    assert tuple(sent.ended) == (SuspensionEnded(waiting.run_id, "w"),)
     assert sent.attempt is not None and sent.attempt.attempt == 0
 
 

@@ -155,7 +155,7 @@ def test_paths_hinted_by_earlier_events_change_nothing_an_event_resumes(store: S
     again = store.ingest_events(
         [NewEvent(REVIEWED, json.dumps({"a": 5}), "rev-2")], now_ms=T0 + 20
     )
-    assert again.ended == () and wait_status(store, other_a) == StepStatus.WAITING
+    assert tuple(again.ended) == () and wait_status(store, other_a) == StepStatus.WAITING
 
 
 @pytest.mark.postgres_only("plans cached by prepared statements are PostgreSQL's")
