@@ -91,8 +91,6 @@ _WAITED_PATHS = Prepared(
         SELECT path FROM paths WHERE path IS NOT NULL
         """
     ).bindparams(bindparam("waiting", WaitStatus.WAITING, literal_execute=False)),
-    # Its index and the (status, expires_ms) one tie on a small table (see ``prepared._REPLANNED``).
-    replan=True,
 )
 # With each wait, its run's app: where the store pipelines, the app the event makes ready is known
 # before the wait is resolved, so the resolution goes with the next round trip (the claim a parked
@@ -107,7 +105,6 @@ _WAITS_MATCHING = Prepared(
         _w.c.match_hash == bindparam("hash"),
     )
     .order_by(_w.c.id),
-    replan=True,  # as _WAITED_PATHS
 )
 _RESOLVE_WAIT = Prepared(
     update(_w)
@@ -207,13 +204,11 @@ _INGEST_ON_HINTS = Prepared(
     )
 )
 # And its second guard: no open wait on the name (the name lock keeps new ones out until the commit).
-# Planned per execution: the (status, expires_ms) index ties with the name's on a small table.
 _NO_OPEN_WAITS_GUARD = Prepared(
     text(
         "SELECT 1 / CASE WHEN EXISTS (SELECT 1 FROM waits WHERE event_name = :name AND status = :waiting) "
         "THEN 0 ELSE 1 END"
     ).bindparams(bindparam("waiting", WaitStatus.WAITING, literal_execute=False)),
-    replan=True,
 )
 
 
@@ -304,8 +299,20 @@ class _Hints(Generic[K]):
         self._seen[name] = tuple(sorted(found))
 
 
+    def forget(self, name: str) -> None:
+        self._seen.pop(name, None)
+
+
 _HINTS: _Hints[str] = _Hints()
 _TRIGGER_HINTS: _Hints[tuple[str, str]] = _Hints()
+
+
+def forget_hints(names: Iterable[str]) -> None:
+    """A guard refused what a transaction did on these names' hints (stale, or an event id that was
+    not new): the next event of each name reads first, and learns them again."""
+    for name in names:
+        _HINTS.forget(name)
+        _TRIGGER_HINTS.forget(name)
 
 
 def _ingest_on_hints(tx: Tx, row: dict[str, Any]) -> IngestResult | None:
@@ -318,6 +325,7 @@ def _ingest_on_hints(tx: Tx, row: dict[str, Any]) -> IngestResult | None:
     if targets is None or _HINTS.get(name) != ():
         return None
     run_ids = [clock.new_id() for _ in targets]
+    tx.hinted.add(name)
 
     def inserted(result: Result) -> None:  # arrives with the round trip that passed the guards
         tx.log("event.received", event_id=row["id"], name=name, seq=result.one().seq)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -9,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Connection, Engine, Executable, Table, create_engine, text
+from sqlalchemy import Connection, Engine, Executable, Table, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from orchestrator import errors
 from orchestrator.store.prepared import Prepared
@@ -132,17 +133,21 @@ class PostgresDialect:
         self.clock = DatabaseClock()
 
     def create_engine(self, url: str) -> Engine:
-        # No pre-ping (a round trip per transaction): a connection dropped by a database restart
-        # fails the transaction's first statement, before anything was done; the store then
-        # replaces the connection and runs the transaction again (``SqlStore._transaction``).
+        # No pre-ping (a round trip per transaction): a pooled connection that the server closed
+        # while it was idle (a restart, a terminated session) is found at checkout without one
+        # (``_discard_if_closed``). One that breaks later fails its transaction's first round trip:
+        # before anything was done, the store replaces it and runs the transaction again
+        # (``SqlStore._transaction``); under a COMMIT, the outcome is reported unknown.
         # connect_timeout: while the server is down a call fails fast (UNAVAILABLE) instead of hanging.
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=self.max_concurrency,
             max_overflow=2,
             pool_timeout=10,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
         )
+        event.listen(engine, "checkout", _discard_if_closed)
+        return engine
 
     def in_transaction(self, driver_connection: Any) -> bool:
         """Whether a transaction is open (or failed and not yet rolled back) on the connection."""
@@ -169,8 +174,8 @@ class PostgresDialect:
     def now_ms(self, conn: Connection, local_ms: int) -> int:
         # The database's clock, shared by every replica: leases, ready times and timeouts written by
         # one replica mean the same instant to the others. Estimated (``DatabaseClock``); when it is
-        # read, it is the transaction's first statement: in a pipeline psycopg sends the BEGIN
-        # with it, one round trip for both.
+        # read (every ``CLOCK_RESYNC_S``), it is a round trip of its own before the transaction's
+        # BEGIN (the connection is in autocommit mode until the store sends that).
         if self.clock.due():
             self.clock.sample(lambda: _read_clock_us(conn))
         return self.clock.now_ms()
@@ -220,7 +225,7 @@ class PostgresDialect:
 
 
 def _read_clock_us(conn: Connection) -> int:
-    """The server's clock (Unix us), in the connection's transaction."""
+    """The server's clock (Unix us)."""
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     try:
         with driver.pipeline():
@@ -235,6 +240,20 @@ def _read_clock_us(conn: Connection) -> int:
         ) from exc
     assert row is not None
     return int(row[0])
+
+
+def _discard_if_closed(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+    """Pool checkout: a connection that the server closed while it sat idle in the pool is
+    replaced, without a round trip. An idle connection has nothing to read; a readable one got the
+    server's goodbye (the FATAL of a shutdown or a terminated session) or its end of file. Found
+    here, the transaction never starts on it: otherwise a write whose only round trip carries its
+    COMMIT (a lone event on hints) could only report that commit's outcome as unknown."""
+    pgconn = dbapi_connection.pgconn
+    if dbapi_connection.closed or pgconn.status != psycopg.pq.ConnStatus.OK:
+        raise DisconnectionError("the connection is closed")
+    readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    if readable:
+        raise DisconnectionError("the server closed the connection while it was idle in the pool")
 
 
 def _disconnected(exc: psycopg.Error) -> bool:

@@ -49,6 +49,8 @@ class Tx:
         # False: this transaction must not act on per-process hints (``store.ingest``): its first
         # attempt did, and a guard found a hint stale (``Dialect.hint_was_stale``).
         self.use_hints = True
+        # The event names this transaction acted on the hints of: forgotten if a guard refuses.
+        self.hinted: set[str] = set()
         # Set by whoever runs the transaction when the call about to run is its last: its final
         # statement may then carry the COMMIT in the same round trip (a claim, ``leases``).
         self.last_call = False

@@ -10,6 +10,7 @@ assertions hold by the usual path."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -150,3 +151,27 @@ def test_a_wait_opened_on_the_name_after_the_hint_is_resumed(
     assert step == StepStatus.COMPLETED
     # o1 read, s1 read (a new name); o2 tried the hints, the guard saw the wait, o2 was read.
     assert attempts == expected(store, "read read hints read")
+
+
+@pytest.mark.postgres_only("only a pipelining store acts on hints")
+def test_an_event_on_hints_over_a_connection_the_server_closed_while_idle_is_not_failed(
+    store: SqlStore, admin: Engine, attempts: list[str]
+) -> None:
+    # On hints, the event's only round trip carries its COMMIT: a connection that broke under it
+    # could only be reported as an unknown outcome. One the server closed while it sat in the pool
+    # (a restart, a terminated session) is replaced at checkout instead.
+    store.register_functions("shop", [FunctionSpec("bill", (ORDERED,))], now_ms=T0)
+    send(store, "o1")
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    with admin.connect() as conn:
+        pids = list(conn.exec_driver_sql(f"SELECT pid {others}").scalars())
+        assert pids  # the store's pooled connection
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) {others}")
+        deadline = time.monotonic() + 30
+        while conn.exec_driver_sql(f"SELECT count(*) {others}").scalar_one():
+            assert time.monotonic() < deadline, "the terminated sessions did not end"
+            time.sleep(0.01)
+
+    result = send(store, "o2")
+    assert attempts[-1] == "hints"
+    assert [row[0] for row in runs_of(admin, "o2")] == list(result.run_ids) and len(result.run_ids) == 1
