@@ -174,8 +174,9 @@ class PostgresDialect:
     def now_ms(self, conn: Connection, local_ms: int) -> int:
         # The database's clock, shared by every replica: leases, ready times and timeouts written by
         # one replica mean the same instant to the others. Estimated (``DatabaseClock``); when it is
-        # read (every ``CLOCK_RESYNC_S``), it is a round trip of its own before the transaction's
-        # BEGIN (the connection is in autocommit mode until the store sends that).
+        # read (every ``CLOCK_RESYNC_S``), it is a round trip of its own: in a write transaction
+        # before its BEGIN (the connection is in autocommit mode until the store sends that), in a
+        # read-only one inside the transaction the driver began.
         if self.clock.due():
             self.clock.sample(lambda: _read_clock_us(conn))
         return self.clock.now_ms()
@@ -251,8 +252,9 @@ def _discard_if_closed(dbapi_connection: Any, connection_record: Any, connection
     pgconn = dbapi_connection.pgconn
     if dbapi_connection.closed or pgconn.status != psycopg.pq.ConnStatus.OK:
         raise DisconnectionError("the connection is closed")
-    readable, _, _ = select.select([pgconn.socket], [], [], 0)
-    if readable:
+    idle = select.poll()  # not select(): any descriptor number (a busy server has many)
+    idle.register(pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if idle.poll(0):
         raise DisconnectionError("the server closed the connection while it was idle in the pool")
 
 

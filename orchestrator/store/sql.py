@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Final, TypeVar
 
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InvalidRequestError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
@@ -148,7 +148,7 @@ class SqlStore:
                 self._drop_writer()
                 raise
             return
-        with self._engine.connect() as conn:
+        with self._checkout() as conn:
             if read_only:
                 conn.execution_options(**{READ_ONLY: True})
             elif self._dialect.pipelines:
@@ -157,6 +157,15 @@ class SqlStore:
                 # statements (``_tx``). Reset when the connection goes back to the pool.
                 conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
+
+    def _checkout(self) -> Connection:
+        """A pooled connection. The pool replaces one the server closed while it was idle (the
+        dialect's checkout check), twice at most: a server still closing what it is handed is
+        unavailable, not an internal error."""
+        try:
+            return self._engine.connect()
+        except (DisconnectionError, InvalidRequestError) as exc:
+            raise errors.StoreUnavailable(f"database unavailable: {exc}") from exc
 
     def _tx(self, conn: Connection, read_only: bool) -> Tx:
         """The transaction context on ``conn``; where the store begins write transactions itself
