@@ -91,6 +91,8 @@ _WAITED_PATHS = Prepared(
         SELECT path FROM paths WHERE path IS NOT NULL
         """
     ).bindparams(bindparam("waiting", WaitStatus.WAITING, literal_execute=False)),
+    # Its index and the (status, expires_ms) one tie on a small table (see ``prepared._REPLANNED``).
+    replan=True,
 )
 # With each wait, its run's app: where the store pipelines, the app the event makes ready is known
 # before the wait is resolved, so the resolution goes with the next round trip (the claim a parked
@@ -105,6 +107,7 @@ _WAITS_MATCHING = Prepared(
         _w.c.match_hash == bindparam("hash"),
     )
     .order_by(_w.c.id),
+    replan=True,  # as _WAITED_PATHS
 )
 _RESOLVE_WAIT = Prepared(
     update(_w)
@@ -204,11 +207,13 @@ _INGEST_ON_HINTS = Prepared(
     )
 )
 # And its second guard: no open wait on the name (the name lock keeps new ones out until the commit).
+# Planned per execution: the (status, expires_ms) index ties with the name's on a small table.
 _NO_OPEN_WAITS_GUARD = Prepared(
     text(
         "SELECT 1 / CASE WHEN EXISTS (SELECT 1 FROM waits WHERE event_name = :name AND status = :waiting) "
         "THEN 0 ELSE 1 END"
     ).bindparams(bindparam("waiting", WaitStatus.WAITING, literal_execute=False)),
+    replan=True,
 )
 
 
@@ -297,7 +302,6 @@ class _Hints(Generic[K]):
         if name not in self._seen and len(self._seen) >= self.MAX_NAMES:
             self._seen.clear()  # rare (many names): start over rather than track use
         self._seen[name] = tuple(sorted(found))
-
 
     def forget(self, name: str) -> None:
         self._seen.pop(name, None)

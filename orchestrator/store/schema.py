@@ -23,10 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    text,
 )
-
-from orchestrator.engine.model import WaitStatus
 
 metadata = MetaData(
     naming_convention={
@@ -43,10 +40,6 @@ Seq = BigInteger().with_variant(Integer(), "sqlite")
 NAME = 256
 ID = 128
 UUID = 36
-
-# The open waits (``WaitStatus.WAITING``), as literal SQL: the predicate of the partial index of
-# their deadlines, which a query can use only when its own text carries it.
-WAIT_OPEN = f"status = '{WaitStatus.WAITING}'"
 
 events = Table(
     "events",
@@ -188,13 +181,6 @@ waits = Table(
     ForeignKeyConstraint(["run_id", "step_id"], ["steps.run_id", "steps.step_id"], ondelete="CASCADE"),
     # Incoming event -> open waits: first DISTINCT match_path for the name, then equality per path.
     Index(None, "event_name", "status", "match_path", "match_hash"),
-    # Timers: wait timeouts. Partial, so that no lookup by event name can take it (migration 0003);
-    # a query uses it only where its text says ``status = 'waiting'`` (``WAIT_OPEN``).
-    Index(
-        "ix_waits_open_expires_ms",
-        "expires_ms",
-        postgresql_where=text(WAIT_OPEN),
-        sqlite_where=text(WAIT_OPEN),
-    ),
+    Index(None, "status", "expires_ms"),  # timers: wait timeouts
     Index(None, "run_id", "status"),  # cancellation
 )

@@ -94,25 +94,6 @@ def test_upgrade_from_the_previous_revision(empty_db_url: str, previous: str | N
     assert _schema_differences(empty_db_url) == []
 
 
-def test_the_open_waits_deadlines_index_is_partial(empty_db_url: str) -> None:
-    # compare_metadata does not compare an index's predicate: a plain index here would tie with the
-    # name index on a small table (see migration 0003).
-    factory.open_store(empty_db_url).close()
-    engine = create_engine(empty_db_url)
-    try:
-        with engine.connect() as conn:
-            if engine.dialect.name == "sqlite":
-                query = "SELECT sql FROM sqlite_master WHERE name = 'ix_waits_open_expires_ms'"
-            else:
-                query = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_waits_open_expires_ms'"
-            definition = " ".join(str(conn.execute(text(query)).scalar_one()).split())
-    finally:
-        engine.dispose()
-    assert definition.endswith("WHERE status = 'waiting'") or definition.endswith(
-        "WHERE ((status)::text = 'waiting'::text)"
-    ), definition
-
-
 def test_runs_made_before_lost_attempts_existed_have_none(empty_db_url: str) -> None:
     _upgrade_to(empty_db_url, "0001")
     engine = create_engine(empty_db_url)
