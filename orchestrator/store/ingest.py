@@ -153,9 +153,8 @@ _RESOLVE_BY_EVENT = Prepared(
         ), unparked AS (
             UPDATE runs SET state = :ready, available_at_ms = :now_ms, event_mark = :seq
             WHERE id = :run_id AND state = :parked AND EXISTS (SELECT 1 FROM won)
-            RETURNING app_id
         )
-        SELECT (SELECT count(*) FROM won) AS won, (SELECT count(*) FROM unparked) AS unparked
+        SELECT (SELECT count(*) FROM won) AS won
         """
     ).bindparams(
         bindparam("matched", WaitStatus.MATCHED, literal_execute=False),

@@ -51,6 +51,14 @@ R = TypeVar("R")
 MAX_TX_ATTEMPTS: Final = 3
 
 
+def _hints_refused(tx: Tx | None, exc: BaseException) -> bool:
+    """Whether ``exc`` is a guard refusing what ``tx`` did on hints; if so they are forgotten."""
+    if tx is None or not isinstance(exc, DBAPIError) or not tx.dialect.hint_was_stale(exc):
+        return False
+    ingest.forget_hints(tx.hinted)
+    return True
+
+
 class _Group:
     """The transaction of an open group commit, which the calls made inside it join."""
 
@@ -70,8 +78,7 @@ class _Group:
                 raise  # the group may have committed: never replayed (see ``grouped``)
             except BaseException as exc:
                 tx.drop_logs(mark)
-                if isinstance(exc, DBAPIError) and tx.dialect.hint_was_stale(exc):
-                    ingest.forget_hints(tx.hinted)  # the calls replayed alone read first
+                _hints_refused(tx, exc)  # if so, the calls replayed alone read first
                 raise GroupAborted(f"a call failed inside a group commit: {exc!r}") from exc
         if self.broken or not tx.dialect.in_transaction(tx.raw):
             # The database rolled the whole transaction back (a full disk, an I/O error): a savepoint
@@ -223,7 +230,7 @@ class SqlStore:
                     # After a restart every pooled connection is dead: replace them all at once
                     # rather than finding each one out with a failed transaction.
                     self._engine.dispose(close=False)
-                if use_hints and self._hints_refused(tx, exc):
+                if use_hints and _hints_refused(tx, exc):
                     use_hints = False  # nothing was committed: again, reading what it had guessed
                     continue
                 again = self._dialect.is_retryable(exc) or (exc.connection_invalidated and not committing)
@@ -244,13 +251,6 @@ class SqlStore:
                 raise errors.StoreUnavailable(f"database busy: {exc}") from exc
             tx.flush_logs()
             return result
-
-    def _hints_refused(self, tx: Tx | None, exc: BaseException) -> bool:
-        """Whether ``exc`` is a guard refusing what ``tx`` did on hints; if so they are forgotten."""
-        if tx is None or not isinstance(exc, DBAPIError) or not self._dialect.hint_was_stale(exc):
-            return False
-        ingest.forget_hints(tx.hinted)
-        return True
 
     def _mapped(self, exc: DBAPIError) -> Exception:
         unavailable = self._unavailable(exc)
@@ -289,7 +289,7 @@ class SqlStore:
                     # A deferred write of one of the calls failed, so nothing was committed; which
                     # call wrote it is not known here. (A commit whose connection broke raises
                     # CommitOutcomeUnknown instead: reported, never replayed.)
-                    self._hints_refused(group.tx, exc)
+                    _hints_refused(group.tx, exc)
                     raise GroupAborted(f"a deferred write failed: {exc}") from exc
         except errors.CommitOutcomeUnknown:
             # From the commit at the exit or from a call that sent it (``Tx.last_call``).
