@@ -91,8 +91,6 @@ _WAITED_PATHS = Prepared(
         SELECT path FROM paths WHERE path IS NOT NULL
         """
     ).bindparams(bindparam("waiting", WaitStatus.WAITING, literal_execute=False)),
-    # Its index and the (status, expires_ms) one tie on a small table (see ``prepared._REPLANNED``).
-    replan=True,
 )
 # With each wait, its run's app: where the store pipelines, the app the event makes ready is known
 # before the wait is resolved, so the resolution goes with the next round trip (the claim a parked
@@ -107,7 +105,6 @@ _WAITS_MATCHING = Prepared(
         _w.c.match_hash == bindparam("hash"),
     )
     .order_by(_w.c.id),
-    replan=True,  # as _WAITED_PATHS
 )
 _RESOLVE_WAIT = Prepared(
     update(_w)
@@ -206,13 +203,11 @@ _INGEST_ON_HINTS = Prepared(
     )
 )
 # And its second guard: no open wait on the name (the name lock keeps new ones out until the commit).
-# Planned per execution: the (status, expires_ms) index ties with the name's on a small table.
 _NO_OPEN_WAITS_GUARD = Prepared(
     text(
         "SELECT 1 / CASE WHEN EXISTS (SELECT 1 FROM waits WHERE event_name = :name AND status = :waiting) "
         "THEN 0 ELSE 1 END"
     ).bindparams(bindparam("waiting", WaitStatus.WAITING, literal_execute=False)),
-    replan=True,
 )
 
 

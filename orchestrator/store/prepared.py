@@ -40,14 +40,6 @@ logger = logging.getLogger("orchestrator.store")
 # by SQLAlchemy at each execution.
 MAX_EXPANSIONS = 128
 
-# SQL texts that PostgreSQL plans at each execution (``Prepared(replan=True)``), never from a plan
-# cached by a prepared statement. Why: a statement prepared on a connection gets, from its sixth
-# execution, a generic plan chosen with the table sizes of that moment, kept for the connection's
-# life where nothing analyzes the table (autovacuum off). Where two indexes tie on a small table, a
-# lookup planned at 200 waits read the whole table at 100,000 (the match paths of an event name:
-# 0.05 ms -> 13-20 ms per event, measured). A plan made per execution sees the table's size now.
-_REPLANNED: set[str] = set()
-
 
 @dataclass
 class _Compiled:
@@ -112,15 +104,12 @@ class Result:
 class Prepared:
     """A statement built once; ``run(tx, **params)`` executes it in the caller's transaction."""
 
-    __slots__ = ("statement", "_expanding", "_by_dialect", "_compiler", "_expansions", "_replan")
+    __slots__ = ("statement", "_expanding", "_by_dialect", "_compiler", "_expansions")
 
     def __init__(
-        self, statement: ClauseElement, *, expanding: tuple[str, ...] = (), replan: bool = False
+        self, statement: ClauseElement, *, expanding: tuple[str, ...] = ()
     ) -> None:
         self.statement = statement
-        # Planned at each execution on PostgreSQL (see ``_REPLANNED``): for a lookup whose good
-        # plan depends on a table's size.
-        self._replan = replan
         # Names of the ``bindparam(..., expanding=True)`` lists (``IN :list``).
         self._expanding = expanding
         self._by_dialect: dict[str, _Compiled] = {}
@@ -132,8 +121,6 @@ class Prepared:
         literals = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
         order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
         entry = _Compiled(compiled.string, order, literals)
-        if self._replan:
-            _REPLANNED.add(entry.sql)
         self._by_dialect[dialect.name] = entry
         self._compiler[dialect.name] = compiled
         return entry
@@ -155,8 +142,6 @@ class Prepared:
             order = tuple(state.positiontup) if state.positiontup is not None else None
             literals = {k: v for k, v in state.parameters.items() if k not in params}
             entry = _Compiled(state.statement, order, literals)
-            if self._replan:
-                _REPLANNED.add(entry.sql)
             if len(self._expansions) < MAX_EXPANSIONS:
                 self._expansions[key] = entry
         return entry, params
@@ -272,9 +257,7 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
 
 
 def _execute(tx: Tx, sql: str, args: Any) -> Any:
-    """The driver's execute; a ``_REPLANNED`` text is never prepared (psycopg: planned each time)."""
-    if sql in _REPLANNED and tx.dialect.pipelines:
-        return tx.raw.execute(sql, args, prepare=False)
+    """The driver's execute."""
     return tx.raw.execute(sql, args)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, BindParameter, bindparam, func, select, update
+from sqlalchemy import BigInteger, BindParameter, bindparam, func, select, text, update
 
 from orchestrator.engine import transitions
 from orchestrator.engine.model import (
@@ -12,7 +12,6 @@ from orchestrator.engine.model import (
     StepStatus,
     SuspensionEnded,
     TimerResult,
-    WaitStatus,
     Wakeups,
 )
 from orchestrator.store import ingest, lost
@@ -26,7 +25,7 @@ _w, _r, _s = t.waits, t.runs, t.steps
 _NOW: BindParameter[int] = bindparam("now_ms", type_=BigInteger)
 _DUE_WAITS = Prepared(
     select(_w.c.id, _w.c.run_id, _w.c.step_id)
-    .where(_w.c.status == WaitStatus.WAITING, _w.c.expires_ms <= _NOW)
+    .where(text(t.WAIT_OPEN), _w.c.expires_ms <= _NOW)  # literal: the partial index's predicate
     .order_by(_w.c.expires_ms)
     .limit(TIMER_BATCH)
     # Another replica firing the same timers takes other rows instead of queueing behind ours
@@ -87,7 +86,7 @@ _NEXT_LEASE_EXPIRY = Prepared(
     .limit(1)
 )
 _NEXT_WAIT_TIMEOUT = Prepared(
-    select(_w.c.expires_ms).where(_w.c.status == WaitStatus.WAITING).order_by(_w.c.expires_ms).limit(1)
+    select(_w.c.expires_ms).where(text(t.WAIT_OPEN)).order_by(_w.c.expires_ms).limit(1)
 )
 
 

@@ -13,6 +13,7 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=schema.metadata,
+        include_object=schema.include_object(connection.dialect.name),
         # SQLite cannot ALTER most things: batch mode rebuilds a table instead (a no-op elsewhere).
         render_as_batch=connection.dialect.name == "sqlite",
     )
