@@ -166,9 +166,10 @@ _RESOLVE_BY_EVENT = Prepared(
 # PostgreSQL, a lone event on its name's hints (``_ingest_on_hints``): the event, the runs of the
 # functions its name was last seen to trigger, and the guard, in one statement sent with the COMMIT.
 # The guard divides by zero (``postgres.HINT_STALE_SQLSTATE``) unless the event is new, every hinted
-# function still exists and the name triggers exactly the hinted functions now (after the ingest
-# locks): otherwise the transaction rolls back and runs again without hints. The runs' retries come
-# from the functions table, not from the hint. (Ordered by code point, as Python sorts the hint.)
+# function still exists, the name triggers exactly the hinted functions now, and no wait is open on
+# the name (read after the ingest locks, a statement before: the name lock keeps new waits out until
+# the commit): otherwise the transaction rolls back and runs again without hints. The runs' retries
+# come from the functions table, not from the hint. (Ordered by code point, as Python sorts the hint.)
 _INGEST_ON_HINTS = Prepared(
     text(
         """
@@ -195,19 +196,14 @@ _INGEST_ON_HINTS = Prepared(
                 AND (SELECT coalesce(jsonb_agg(jsonb_build_array(app_id, function_id)
                         ORDER BY app_id COLLATE "C", function_id COLLATE "C"), '[]')
                      FROM function_triggers WHERE event_name = :name) = CAST(:targets AS jsonb)
+                AND NOT EXISTS (SELECT 1 FROM waits WHERE event_name = :name AND status = :waiting)
             THEN 1 ELSE 0 END AS guard
         """
     ).bindparams(
         bindparam("running", RunStatus.RUNNING, literal_execute=False),
         bindparam("ready", RunState.READY, literal_execute=False),
+        bindparam("waiting", WaitStatus.WAITING, literal_execute=False),
     )
-)
-# And its second guard: no open wait on the name (the name lock keeps new ones out until the commit).
-_NO_OPEN_WAITS_GUARD = Prepared(
-    text(
-        "SELECT 1 / CASE WHEN EXISTS (SELECT 1 FROM waits WHERE event_name = :name AND status = :waiting) "
-        "THEN 0 ELSE 1 END"
-    ).bindparams(bindparam("waiting", WaitStatus.WAITING, literal_execute=False)),
 )
 
 
@@ -316,8 +312,8 @@ def forget_hints(names: Iterable[str]) -> None:
 def _ingest_on_hints(tx: Tx, row: dict[str, Any]) -> IngestResult | None:
     """A lone event whose name was last seen with no open waits and a known set of functions
     (``_Hints``): its insert and its runs' are sent with the transaction's next round trip (the
-    COMMIT, or the claim a parked poller left), under the guards of ``_INGEST_ON_HINTS`` and
-    ``_NO_OPEN_WAITS_GUARD``. None when there is no such hint (the caller reads what to do)."""
+    COMMIT, or the claim a parked poller left), under the guard of ``_INGEST_ON_HINTS``. None
+    when there is no such hint (the caller reads what to do)."""
     name = row["name"]
     targets = _TRIGGER_HINTS.get(name)
     if targets is None or _HINTS.get(name) != ():
@@ -328,7 +324,6 @@ def _ingest_on_hints(tx: Tx, row: dict[str, Any]) -> IngestResult | None:
     def inserted(result: Result) -> None:  # arrives with the round trip that passed the guards
         tx.log("event.received", event_id=row["id"], name=name, seq=result.one().seq)
 
-    _NO_OPEN_WAITS_GUARD.run_later(tx, name=name)
     _INGEST_ON_HINTS.read_later(
         tx,
         inserted,
