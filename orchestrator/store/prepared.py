@@ -187,6 +187,16 @@ class Prepared:
         except tx.driver_error as exc:
             raise _wrapped(tx, compiled.sql, args, exc) from exc
 
+    def run_at_commit(self, tx: Tx, key: Any, /, **params: Any) -> None:
+        """Executes a write whose result nobody reads after every other statement of the
+        transaction: where the dialect pipelines, with its COMMIT (one statement per ``key``, the
+        last one queued); elsewhere now."""
+        if not tx.dialect.pipelines:
+            self.run_later(tx, **params)
+            return
+        compiled, args = self._bind(tx, params)
+        tx.at_commit[key] = (compiled.sql, args)
+
     def read_later(self, tx: Tx, on_result: Callable[[Result], None], /, **params: Any) -> None:
         """As ``run_later``, for a statement whose result is wanted but not before the next round
         trip: ``on_result`` gets it once it arrived (at once where the dialect does not pipeline).
@@ -209,14 +219,15 @@ def run_all(tx: Tx, *calls: tuple[Prepared, dict[str, Any]]) -> list[Result]:
 
 
 def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = False) -> list[Any]:
-    """Sends the transaction's deferred writes, then ``statements``, then (with ``commit``) the
-    COMMIT, in one pipeline: one round trip. Returns the cursors of ``statements``, their results
-    received. (After a COMMIT sent here, the one SQLAlchemy sends finds no transaction: the driver
-    makes it a no-op.)"""
+    """Sends the transaction's deferred writes, then ``statements``, then (with ``commit``) its
+    ``at_commit`` statements and the COMMIT, in one pipeline: one round trip. Returns the cursors
+    of ``statements``, their results received. (After a COMMIT sent here, the one SQLAlchemy sends
+    finds no transaction: the driver makes it a no-op.)"""
     if tx.committed:
         raise RuntimeError("a statement after the transaction's COMMIT was sent")
     queued, tx.deferred = tx.deferred, []
-    sent = [(sql, args) for sql, args, _ in queued] + statements
+    last = list(tx.at_commit.values()) if commit else []
+    sent = [(sql, args) for sql, args, _ in queued] + statements + last
     cursors: list[Any] = []
     ended: Any = None
     awaited: list[tuple[Callable[[Any], None], Any]] = []
@@ -228,6 +239,8 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
                     awaited.append((on_result, cursor))
             for sql, args in statements:
                 cursors.append(_execute(tx, sql, args))
+            for sql, args in last:
+                _execute(tx, sql, args)
             if commit:
                 # A statement, not the driver's commit(): psycopg's waits for its own round trip
                 # inside a pipeline, and the pipeline's end then syncs once more.

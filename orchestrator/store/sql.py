@@ -342,12 +342,13 @@ class SqlStore:
 
     def _now(self, tx: Tx, now_ms: int) -> int:
         if not self._db_clock:
+            tx.now_ms = max(now_ms, tx.now_ms or now_ms)
             return now_ms
         # One instant per transaction, however many calls of a group commit ask: the database's
-        # clock where replicas share one (PostgreSQL: ``postgres.DatabaseClock``), else the first
+        # clock where replicas share one (PostgreSQL: ``postgres.DatabaseClock``), else each
         # caller's.
         if tx.db_now_ms is None:
-            tx.db_now_ms = self._dialect.now_ms(tx.bare_conn, now_ms)
+            tx.db_now_ms = tx.now_ms = self._dialect.now_ms(tx.bare_conn, now_ms)
         return tx.db_now_ms
 
     def _announcing(self, tx: Tx, result: R) -> R:

@@ -42,10 +42,16 @@ class Tx:
         self.rng = rng
         # The database's clock for this transaction, once read (``SqlStore._now``).
         self.db_now_ms: int | None = None
+        # The latest instant a call of this transaction decided with (``SqlStore._now``).
+        self.now_ms: int | None = None
         # Statements sent with the next statement that is read (``Prepared.run_later``; only where
         # the dialect pipelines): writes whose results nobody reads, and reads whose results go to
         # a callback once they arrive (``Prepared.read_later``).
         self.deferred: list[tuple[str, Any, Callable[[Any], None] | None]] = []
+        # Statements sent after every other one, with the COMMIT, one per key (``Prepared.
+        # run_at_commit``): the announcements of ready work, which look at what the transaction's
+        # claims left.
+        self.at_commit: dict[Any, tuple[str, Any]] = {}
         # False: this transaction must not act on per-process hints (``store.ingest``): its first
         # attempt did, and a guard found a hint stale (``Dialect.hint_was_stale``).
         self.use_hints = True

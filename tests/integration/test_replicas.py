@@ -117,6 +117,36 @@ def test_a_replica_hears_the_work_another_replica_made_ready(replicas: tuple[Sql
     assert not listener.is_alive()
 
 
+@pytest.mark.parametrize(("runs", "announced"), [(1, False), (2, True)], ids=["all-claimed", "one-left"])
+def test_work_the_same_transaction_claimed_is_not_announced(
+    replicas: tuple[SqlStore, SqlStore], runs: int, announced: bool
+) -> None:
+    # A parked poller's claim taken in the transaction that made its work ready (a handoff) leaves
+    # no other replica anything to wake for; one ready run left over is announced.
+    listening, writing = replicas
+    writing.register_functions(APP, [FunctionSpec("import", (EVENT,))], now_ms=0)
+    writing.register_functions("marker", [FunctionSpec("mark", ("marker/go",))], now_ms=0)
+    heard: list[str | None] = []
+    stop = threading.Event()
+    listener = threading.Thread(target=listening.listen, args=(heard.append, stop))
+    listener.start()
+    try:
+        wait_until(lambda: None in heard)  # connected and listening
+        with writing.grouped():
+            writing.ingest_events([NewEvent(EVENT) for _ in range(runs)], now_ms=1_000)
+            claimed = writing.claim_work(
+                app_id=APP, function_ids=(), worker_id="w", max_items=1, now_ms=1_000, lease_ms=LEASE_MS
+            )
+        assert len(claimed.items) == 1
+        # Notifications arrive in commit order: once the marker's is heard, APP's would have been.
+        writing.ingest_events([NewEvent("marker/go")], now_ms=1_000)
+        wait_until(lambda: "marker" in heard)
+    finally:
+        stop.set()
+        listener.join(timeout=10)
+    assert (APP in heard) == announced
+
+
 def test_leases_are_timed_by_the_database_clock(postgres_db_url: str) -> None:
     store = factory.open_store(postgres_db_url)  # db_clock=True, as the server opens it
     request = _start_runs(store, 1)
