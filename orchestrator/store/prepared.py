@@ -194,6 +194,8 @@ class Prepared:
         if not tx.dialect.pipelines:
             self.run_later(tx, **params)
             return
+        if tx.committed:
+            raise RuntimeError("a statement after the transaction's COMMIT was queued")
         compiled, args = self._bind(tx, params)
         tx.at_commit[key] = (compiled.sql, args)
 

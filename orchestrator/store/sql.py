@@ -345,7 +345,7 @@ class SqlStore:
             tx.now_ms = max(now_ms, tx.now_ms or now_ms)
             return now_ms
         # One instant per transaction, however many calls of a group commit ask: the database's
-        # clock where replicas share one (PostgreSQL: ``postgres.DatabaseClock``), else each
+        # clock where replicas share one (PostgreSQL: ``postgres.DatabaseClock``), else the first
         # caller's.
         if tx.db_now_ms is None:
             tx.db_now_ms = tx.now_ms = self._dialect.now_ms(tx.bare_conn, now_ms)

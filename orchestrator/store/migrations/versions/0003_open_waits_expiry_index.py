@@ -8,6 +8,10 @@ says ``status = 'waiting'`` (the timers), never a lookup by event name. SQLite k
 (see ``schema.waits``): it never caches a plan, and a partial index makes it prepare again every
 statement that compares status with a bound value.
 
+Operations: the index is dropped and built inside the migration's transaction (not CONCURRENTLY),
+which holds writes to ``waits`` for the build; replicas still on the previous code scan ``waits`` in
+their timer passes (their statement binds the status) until they are upgraded too.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-30 05:00:00.000000
