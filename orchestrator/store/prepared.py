@@ -165,7 +165,7 @@ class Prepared:
         must not run anything after it."""
         compiled, args = self._bind(tx, params)
         commit = commit and tx.dialect.pipelines
-        if tx.deferred or commit:
+        if tx.dialect.pipelines:  # also alone: the dialect's pipeline prepares it once per connection
             return Result(run_pipelined(tx, [(compiled.sql, args)], commit=commit)[0], compiled)
         try:
             cursor = _execute(tx, compiled.sql, args)
@@ -234,20 +234,16 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
     ended: Any = None
     awaited: list[tuple[Callable[[Any], None], Any]] = []
     try:
-        with tx.raw.pipeline():
-            for sql, args, on_result in queued:
-                cursor = _execute(tx, sql, args)
-                if on_result is not None:
-                    awaited.append((on_result, cursor))
-            for sql, args in statements:
-                cursors.append(_execute(tx, sql, args))
-            for sql, args in last:
-                _execute(tx, sql, args)
-            if commit:
-                # A statement, not the driver's commit(): psycopg's waits for its own round trip
-                # inside a pipeline, and the pipeline's end then syncs once more.
-                tx.committed = True
-                ended = _execute(tx, "COMMIT", None)
+        # The COMMIT is a statement, not the driver's commit(): psycopg's waits for a round trip of
+        # its own inside a pipeline.
+        tx.committed = commit
+        got = tx.dialect.pipeline(tx.raw, sent + ([("COMMIT", None)] if commit else []))
+        for (_, _, on_result), cursor in zip(queued, got, strict=False):
+            if on_result is not None:
+                awaited.append((on_result, cursor))
+        cursors = got[len(queued) : len(queued) + len(statements)]
+        if commit:
+            ended = got[-1]
     except tx.driver_error as exc:
         # The driver does not say which statement of the pipeline failed: name them all.
         described = "\n".join(sql for sql, _ in sent) + ("\nCOMMIT" if commit else "")

@@ -122,6 +122,9 @@ class SqliteDialect:
     def notify_ready(self, tx: Tx, app_ids: Iterable[str]) -> None:
         """Nothing to do: only this process's pollers wait on this database (woken in memory)."""
 
+    def pipeline(self, driver_connection: Any, statements: list[tuple[str, Any]]) -> list[Any]:
+        raise NotImplementedError("SQLite runs each statement in-process (pipelines = False)")
+
     listens = False
 
     def listen(self, url: str, on_ready: Callable[[str | None], None], stop: threading.Event) -> None:
