@@ -32,7 +32,8 @@ class Dialect(Protocol):
     def pipeline(self, driver_connection: Any, statements: list[tuple[str, Any]]) -> list[Any]:
         """Where ``pipelines``: sends ``statements`` (SQL in the driver's paramstyle, and its
         parameters) in one round trip and returns a cursor per statement, its result read; raises
-        the first statement's error (the driver's exception type)."""
+        the first statement's error (the driver's exception type; a parameter the driver cannot
+        convert raises before anything is sent)."""
         ...
 
     def create_engine(self, url: str) -> Engine:

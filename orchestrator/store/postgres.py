@@ -78,7 +78,9 @@ CONNECT_TIMEOUT_S = 5
 # reads its run and step under the run's row lock, but in READ COMMITTED the step comes from the
 # snapshot taken before the lock wait, so a concurrent repeat of the same completion can insert the
 # step first; run again, it sees the step and answers as a duplicate.
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03", "23505"})
+# And invalid_sql_statement_name / feature_not_supported: a statement the store prepared on the
+# connection is gone or no longer valid there (``_PREPARED_GONE``); its names were forgotten.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03", "23505", "26000", "0A000"})
 # division_by_zero: what a guard statement raises when a hint it checks is stale (``store.ingest``);
 # no other statement of the store divides.
 HINT_STALE_SQLSTATE = "22012"
@@ -139,7 +141,7 @@ class PostgresDialect:
 
     name = "postgresql"
     # Every statement is a network round trip: transactions run in a thread pool, never on the loop,
-    # and writes whose results nobody reads travel in psycopg's pipeline with the next statement.
+    # and writes whose results nobody reads travel in a pipeline with the next statement.
     inline = False
     pipelines = True
 
@@ -293,50 +295,70 @@ def _disconnected(exc: psycopg.Error) -> bool:
 # The statements ``_pipeline`` prepared on each connection, by (SQL text, parameter types): the name
 # it gave each. A name is recorded once the server answered its Parse (a Parse in a pipeline that
 # aborted before it never ran). Names are never reused, so a lost record costs a second Parse, never
-# a wrong statement.
+# a wrong statement. At most ``MAX_PREPARED`` per connection (the store's hot statements come first;
+# the rarer texts past them, such as long expansions of an IN list, go unnamed, planned each time).
 _PREPARED: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[Any, bytes]] = weakref.WeakKeyDictionary()
 _NAMES = itertools.count()
+MAX_PREPARED = 256
+# What an Execute of a name answers when the server no longer has it as recorded (a DEALLOCATE,
+# a pooler between, a plan whose result type changed under it): the connection's names are
+# forgotten, and the transaction runs again (``RETRYABLE_SQLSTATES``).
+_PREPARED_GONE = frozenset({"26000", "0A000"})
 
 
 def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) -> list[Any]:
     """Sends ``statements`` through libpq in one pipeline: each one's Parse (the first time on this
-    connection) and Bind/Execute go into libpq's buffer, then one Sync and one flush; the results
+    connection) and Bind/Execute go into libpq's buffer, then one Sync and a flush; the results
     are read up to the Sync. psycopg's own pipeline polls, flushes and reads after every statement
     (a system call or three each): measured, paired samples, this way is 0.03-0.31 ms sooner to a
-    first step and 0.16-0.44 ms to a resume (two round trips). Returns a
-    psycopg cursor per statement holding its result; raises the first statement error once every
-    result up to the Sync was read (the connection is then ready for a ROLLBACK). A connection
-    left mid-protocol (the read failed) is closed, so that it is never used again."""
+    first step and 0.16-0.44 ms to a resume (two round trips). Returns a psycopg cursor per
+    statement holding its result; raises the first statement error once every result up to the
+    Sync was read (the connection is then ready for a ROLLBACK). Parameters are converted before
+    anything is sent, so a value the driver cannot send fails the call and leaves the connection as
+    it was; a connection left mid-protocol (a send or a read failed) is closed, never used again."""
     pgconn = conn.pgconn
     prepared = _PREPARED.get(conn)
     if prepared is None:
         prepared = _PREPARED[conn] = {}
     dumper = Transformer.from_context(conn)
+    converted = []
+    for text_, args in statements:
+        query = PostgresQuery(dumper)
+        query.convert(text_, args)
+        converted.append((text_, query))
     # A Parse slot (its key and name) before each statement prepared now; None for an Execute.
     slots: list[tuple[Any, bytes] | None] = []
+    parsing: dict[Any, bytes] = {}  # Parses queued in this pipeline
     conn.wait(conn._start_query())  # the driver's own BEGIN, where it begins transactions itself
     results: list[list[pq.abc.PGresult]] = []
     try:
         pgconn.enter_pipeline_mode()
-        for sql, args in statements:
-            query = PostgresQuery(dumper)
-            query.convert(sql, args)
-            key = (sql, tuple(query.types))
-            name = prepared.get(key)
-            if name is None:
-                name = b"_durable_%d" % next(_NAMES)
+        for text_, query in converted:
+            key = (text_, tuple(query.types))
+            name = prepared.get(key) or parsing.get(key)
+            if name is None and len(prepared) + len(parsing) < MAX_PREPARED:
+                name = parsing[key] = b"_durable_%d" % next(_NAMES)
                 pgconn.send_prepare(name, query.query, param_types=query.types)
                 slots.append((key, name))
-            pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+            if name is None:
+                pgconn.send_query_params(
+                    query.query, query.params, param_types=query.types, param_formats=query.formats
+                )
+            else:
+                pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
             slots.append(None)
         pgconn.pipeline_sync()
         conn.wait(generators.send(pgconn))
-        while True:
+        # Exactly one result list per command, then the Sync's: an empty read means libpq gave up
+        # on the connection (it would return nothing forever).
+        for _ in slots:
             got = conn.wait(generators.fetch_many(pgconn))
-            if got and got[0].status == pq.ExecStatus.PIPELINE_SYNC:
-                break
-            if got:
-                results.append(got)
+            if not got or got[0].status == pq.ExecStatus.PIPELINE_SYNC:
+                raise psycopg.OperationalError("lost synchronization with the server in a pipeline")
+            results.append(got)
+        got = conn.wait(generators.fetch_many(pgconn))
+        if not got or got[0].status != pq.ExecStatus.PIPELINE_SYNC:
+            raise psycopg.OperationalError("lost synchronization with the server in a pipeline")
         pgconn.exit_pipeline_mode()
     except BaseException:
         conn.close()
@@ -347,6 +369,8 @@ def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) 
         status = result[0].status
         if status == pq.ExecStatus.FATAL_ERROR:
             failed = failed or psycopg.errors.error_from_result(result[0], encoding=conn.info.encoding)
+            if failed.sqlstate in _PREPARED_GONE:
+                prepared.clear()
         elif slot is not None:
             if status == pq.ExecStatus.COMMAND_OK:  # not skipped by an earlier statement's error
                 prepared[slot[0]] = slot[1]

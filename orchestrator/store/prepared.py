@@ -10,7 +10,8 @@ A ``Prepared`` wraps a Core statement written with ``bindparam``s at import time
 the dialect still write the SQL. Its first execution on a dialect compiles it to that dialect's
 text and remembers the order of its parameters (positional for SQLite, named for psycopg) and the
 values of the literals the statement carries; later executions only fill in the parameters and
-hand the text to the driver, in the caller's transaction. Driver errors are raised as SQLAlchemy's
+hand the text to the driver, in the caller's transaction (on PostgreSQL through the dialect's
+pipeline, which prepares each text once per connection). Driver errors are raised as SQLAlchemy's
 ``DBAPIError`` family, as from any other statement, so the store maps them the same way.
 A statement with expanding parameters (``IN :list``) has one text per list length: each is made by
 SQLAlchemy the first time that length is seen and kept (up to ``MAX_EXPANSIONS`` lengths).

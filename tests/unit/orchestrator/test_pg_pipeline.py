@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from orchestrator.store import postgres
 from orchestrator.store.postgres import _pipeline
 from orchestrator.store.sql import SqlStore
 
@@ -57,3 +58,32 @@ def test_the_first_failure_is_raised_and_the_connection_goes_on(conn: Any) -> No
     _pipeline(conn, [("ROLLBACK", None)])
     (cursor,) = _pipeline(conn, [("SELECT 41 + %(one)s", {"one": 1})])
     assert cursor.fetchall() == [(42,)]
+
+
+def test_a_value_the_driver_cannot_send_fails_the_call_and_leaves_the_connection_usable(conn: Any) -> None:
+    # PostgreSQL text cannot hold NUL: psycopg refuses it before anything is sent.
+    with pytest.raises(psycopg.DataError):
+        _pipeline(conn, [("SELECT %(v)s::text", {"v": "a\x00b"})])
+    assert not conn.closed
+    (cursor,) = _pipeline(conn, [("SELECT %(v)s::text", {"v": "ab"})])
+    assert cursor.fetchall() == [("ab",)]
+
+
+def test_statements_the_server_lost_are_prepared_again_after_one_failure(conn: Any) -> None:
+    query = "SELECT %(v)s::int * 2"
+    _pipeline(conn, [(query, {"v": 1})])
+    conn.execute("DEALLOCATE ALL")  # as a pooler or another client on the session could
+    with pytest.raises(psycopg.errors.InvalidSqlStatementName) as lost:
+        _pipeline(conn, [(query, {"v": 2})])
+    assert lost.value.sqlstate in postgres.RETRYABLE_SQLSTATES  # the store runs the transaction again
+    (cursor,) = _pipeline(conn, [(query, {"v": 3})])
+    assert cursor.fetchall() == [(6,)]
+
+
+def test_past_the_cap_statements_go_unnamed(conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "MAX_PREPARED", 2)
+    texts = [f"SELECT %(v)s::int + {i}" for i in range(5)]
+    cursors = _pipeline(conn, [(text, {"v": 10}) for text in texts])
+    assert [c.fetchall() for c in cursors] == [[(10 + i,)] for i in range(5)]
+    names = conn.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '_durable_%'")
+    assert names.fetchone() == (2,)
