@@ -424,8 +424,12 @@ def _start_runs(
                 event_id=record.id,
                 event=record.name,
             )
-    if len(run_rows) == 1:
-        _INSERT_RUN.run_later(tx, **run_rows[0])
+    if len(run_rows) == 1 or tx.dialect.pipelines:
+        # Where the store pipelines, each row is an execution of the one statement it prepared, sent
+        # with the next round trip (the driver's executemany would send every row unprepared: the
+        # store's connections leave preparing to ``postgres._pipeline``).
+        for row in run_rows:
+            _INSERT_RUN.run_later(tx, **row)
     elif run_rows:
         tx.conn.execute(_INSERT_RUNS, run_rows)
     return [r["id"] for r in run_rows], {r["app_id"] for r in run_rows}
