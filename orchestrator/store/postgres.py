@@ -368,9 +368,10 @@ def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) 
     for slot, result in zip(slots, results, strict=True):
         status = result[0].status
         if status == pq.ExecStatus.FATAL_ERROR:
-            failed = failed or psycopg.errors.error_from_result(result[0], encoding=conn.info.encoding)
-            if failed.sqlstate in _PREPARED_GONE:
+            error = psycopg.errors.error_from_result(result[0], encoding=conn.info.encoding)
+            if error.sqlstate in _PREPARED_GONE:
                 prepared.clear()
+            failed = failed or error
         elif slot is not None:
             if status == pq.ExecStatus.COMMAND_OK:  # not skipped by an earlier statement's error
                 prepared[slot[0]] = slot[1]

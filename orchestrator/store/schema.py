@@ -51,8 +51,15 @@ UUID = 36
 # which a query can use only where its own text carries it (the timers).
 WAIT_OPEN = f"status = '{WaitStatus.WAITING}'"
 # Indexes that exist on one database only (by name: the dialect), created with ``ddl_if`` and
-# compared only there (``include_object``).
-DIALECT_INDEXES = {"ix_waits_status_expires_ms": "sqlite", "ix_waits_open_expires_ms": "postgresql"}
+# compared only there (``include_object``); filled by ``_only_on``.
+DIALECT_INDEXES: dict[str, str] = {}
+
+
+def _only_on(dialect: str, index: Index) -> Index:
+    """``index``, made and compared on ``dialect``'s databases only."""
+    DIALECT_INDEXES[str(index.name)] = dialect
+    return index.ddl_if(dialect=dialect)
+
 
 events = Table(
     "events",
@@ -200,10 +207,8 @@ waits = Table(
     # event once there were 100,000. On SQLite (which never caches a plan past a statement's
     # preparation) the plain index: with a partial one, SQLite prepares again, at every execution,
     # each statement comparing status with a bound value (12 -> 70 us for a lookup, measured).
-    Index("ix_waits_status_expires_ms", "status", "expires_ms").ddl_if(dialect="sqlite"),
-    Index("ix_waits_open_expires_ms", "expires_ms", postgresql_where=text(WAIT_OPEN)).ddl_if(
-        dialect="postgresql"
-    ),
+    _only_on("sqlite", Index("ix_waits_status_expires_ms", "status", "expires_ms")),
+    _only_on("postgresql", Index("ix_waits_open_expires_ms", "expires_ms", postgresql_where=text(WAIT_OPEN))),
     Index(None, "run_id", "status"),  # cancellation
 )
 

@@ -347,9 +347,9 @@ class SqlStore:
         # One instant per transaction, however many calls of a group commit ask: the database's
         # clock where replicas share one (PostgreSQL: ``postgres.DatabaseClock``), else the first
         # caller's.
-        if tx.db_now_ms is None:
-            tx.db_now_ms = tx.now_ms = self._dialect.now_ms(tx.bare_conn, now_ms)
-        return tx.db_now_ms
+        if tx.now_ms is None:
+            tx.now_ms = self._dialect.now_ms(tx.bare_conn, now_ms)
+        return tx.now_ms
 
     def _announcing(self, tx: Tx, result: R) -> R:
         """Announces the apps a write made ready to every replica (at commit); returns ``result``."""

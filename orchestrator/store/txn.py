@@ -40,9 +40,8 @@ class Tx:
         self.driver_error: type[Exception] = conn.dialect.loaded_dbapi.Error
         self.dialect = dialect
         self.rng = rng
-        # The database's clock for this transaction, once read (``SqlStore._now``).
-        self.db_now_ms: int | None = None
-        # The latest instant a call of this transaction decided with (``SqlStore._now``).
+        # The instant this transaction decides with (``SqlStore._now``): the database's clock, read
+        # once, where replicas share it; else the latest its calls were given.
         self.now_ms: int | None = None
         # Statements sent with the next statement that is read (``Prepared.run_later``; only where
         # the dialect pipelines): writes whose results nobody reads, and reads whose results go to

@@ -4,6 +4,7 @@ twice, concurrent timer passes fire each timer once, one replica hears another's
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,22 @@ def replicas(postgres_db_url: str) -> Iterator[tuple[SqlStore, SqlStore]]:
     finally:
         first.close()
         second.close()
+
+
+@contextlib.contextmanager
+def _listening(store: SqlStore) -> Iterator[list[str | None]]:
+    """What ``store`` hears (app ids), once it is connected and listening; stops it at the end."""
+    heard: list[str | None] = []
+    stop = threading.Event()
+    listener = threading.Thread(target=store.listen, args=(heard.append, stop))
+    listener.start()
+    try:
+        wait_until(lambda: None in heard)  # connected and listening
+        yield heard
+    finally:
+        stop.set()
+        listener.join(timeout=10)
+    assert not listener.is_alive()
 
 
 def _start_runs(store: SqlStore, count: int) -> list[str]:
@@ -103,18 +120,9 @@ def test_concurrent_timer_passes_fire_each_wait_timeout_once(replicas: tuple[Sql
 
 def test_a_replica_hears_the_work_another_replica_made_ready(replicas: tuple[SqlStore, SqlStore]) -> None:
     listening, writing = replicas
-    heard: list[str | None] = []
-    stop = threading.Event()
-    listener = threading.Thread(target=listening.listen, args=(heard.append, stop))
-    listener.start()
-    try:
-        wait_until(lambda: None in heard)  # connected and listening
+    with _listening(listening) as heard:
         _start_runs(writing, 1)
         wait_until(lambda: APP in heard)
-    finally:
-        stop.set()
-        listener.join(timeout=10)
-    assert not listener.is_alive()
 
 
 @pytest.mark.parametrize(("runs", "announced"), [(1, False), (2, True)], ids=["all-claimed", "one-left"])
@@ -126,12 +134,7 @@ def test_work_the_same_transaction_claimed_is_not_announced(
     listening, writing = replicas
     writing.register_functions(APP, [FunctionSpec("import", (EVENT,))], now_ms=0)
     writing.register_functions("marker", [FunctionSpec("mark", ("marker/go",))], now_ms=0)
-    heard: list[str | None] = []
-    stop = threading.Event()
-    listener = threading.Thread(target=listening.listen, args=(heard.append, stop))
-    listener.start()
-    try:
-        wait_until(lambda: None in heard)  # connected and listening
+    with _listening(listening) as heard:
         with writing.grouped():
             writing.ingest_events([NewEvent(EVENT) for _ in range(runs)], now_ms=1_000)
             claimed = writing.claim_work(
@@ -141,9 +144,6 @@ def test_work_the_same_transaction_claimed_is_not_announced(
         # Notifications arrive in commit order: once the marker's is heard, APP's would have been.
         writing.ingest_events([NewEvent("marker/go")], now_ms=1_000)
         wait_until(lambda: "marker" in heard)
-    finally:
-        stop.set()
-        listener.join(timeout=10)
     assert (APP in heard) == announced
 
 
