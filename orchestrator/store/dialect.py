@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 # Execution option marking a connection whose transaction only reads (``SqlStore`` sets it), so a
 # dialect can begin it without taking a write lock.
 READ_ONLY = "orchestrator_read_only"
+# Write connections ``SqlStore`` keeps between transactions where it begins them itself
+# (``pipelines``): as many as group commits run at once (``commits.GROUPS_IN_FLIGHT``). The
+# dialect's pool must have room for them beside one connection per store thread.
+IDLE_WRITERS = 2
 
 
 class Dialect(Protocol):
@@ -38,6 +42,11 @@ class Dialect(Protocol):
 
     def create_engine(self, url: str) -> Engine:
         """An engine configured for the orchestrator's access pattern."""
+        ...
+
+    def closed_while_idle(self, driver_connection: Any) -> bool:
+        """Whether a connection left idle was closed meanwhile by the server (a restart, a
+        terminated session), found without a round trip."""
         ...
 
     # Whether ``listen`` can hear other processes' ``notify_ready`` (cross-replica wake-ups).

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import generators, pq, sql
-from psycopg._queries import PostgresQuery
+from psycopg._queries import PostgresQuery, _query2pg_nocache
 from psycopg.adapt import Transformer
 from sqlalchemy import Connection, Engine, Executable, Table, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 
 from orchestrator import errors
 from orchestrator.engine.model import RunState
+from orchestrator.store.dialect import IDLE_WRITERS
 from orchestrator.store.prepared import Prepared
 
 if TYPE_CHECKING:
@@ -160,7 +161,9 @@ class PostgresDialect:
         engine = create_engine(
             url,
             pool_size=self.max_concurrency,
-            max_overflow=2,
+            # Two for the scheduler's bursts, and room for the write connections the store keeps
+            # between transactions (``dialect.IDLE_WRITERS``).
+            max_overflow=2 + IDLE_WRITERS,
             pool_timeout=10,
             # psycopg prepares nothing itself: ``pipeline`` prepares every statement of the store
             # under names of its own, which psycopg's DEALLOCATE ALL (sent after a rollback once it
@@ -172,6 +175,9 @@ class PostgresDialect:
 
     def pipeline(self, driver_connection: Any, statements: list[tuple[str, Any]]) -> list[Any]:
         return _pipeline(driver_connection, statements)
+
+    def closed_while_idle(self, driver_connection: Any) -> bool:
+        return _closed_while_idle(driver_connection)
 
     def in_transaction(self, driver_connection: Any) -> bool:
         """Whether a transaction is open (or failed and not yet rolled back) on the connection."""
@@ -274,17 +280,22 @@ def _read_clock_us(conn: Connection) -> int:
 
 def _discard_if_closed(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
     """Pool checkout: a connection that the server closed while it sat idle in the pool is
-    replaced, without a round trip. An idle connection has nothing to read; a readable one got the
-    server's goodbye (the FATAL of a shutdown or a terminated session) or its end of file. Found
-    here, the transaction never starts on it: otherwise a write whose only round trip carries its
-    COMMIT (a lone event on hints) could only report that commit's outcome as unknown."""
-    pgconn = dbapi_connection.pgconn
-    if dbapi_connection.closed or pgconn.status != psycopg.pq.ConnStatus.OK:
-        raise DisconnectionError("the connection is closed")
+    replaced, without a round trip (``_closed_while_idle``)."""
+    if _closed_while_idle(dbapi_connection):
+        raise DisconnectionError("the server closed the connection while it was idle")
+
+
+def _closed_while_idle(dbapi_connection: Any) -> bool:
+    """An idle connection has nothing to read; a readable one got the server's goodbye (the FATAL
+    of a shutdown or a terminated session) or its end of file. Found before a transaction starts
+    on it, the transaction goes to another connection: otherwise a write whose only round trip
+    carries its COMMIT (a lone event on hints) could only report that commit's outcome as
+    unknown."""
+    if dbapi_connection.closed or dbapi_connection.pgconn.status != psycopg.pq.ConnStatus.OK:
+        return True
     idle = select.poll()  # not select(): any descriptor number (a busy server has many)
-    idle.register(pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
-    if idle.poll(0):
-        raise DisconnectionError("the server closed the connection while it was idle in the pool")
+    idle.register(dbapi_connection.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(idle.poll(0))
 
 
 def _disconnected(exc: psycopg.Error) -> bool:
@@ -292,12 +303,24 @@ def _disconnected(exc: psycopg.Error) -> bool:
     return isinstance(exc, psycopg.OperationalError) or exc.sqlstate is None
 
 
-# The statements ``_pipeline`` prepared on each connection, by (SQL text, parameter types): the name
-# it gave each. A name is recorded once the server answered its Parse (a Parse in a pipeline that
-# aborted before it never ran). Names are never reused, so a lost record costs a second Parse, never
-# a wrong statement. At most ``MAX_PREPARED`` per connection (the store's hot statements come first;
-# the rarer texts past them, such as long expansions of an IN list, go unnamed, planned each time).
-_PREPARED: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[Any, bytes]] = weakref.WeakKeyDictionary()
+class _Session:
+    """What ``_pipeline`` keeps per connection. ``prepared``: the statements it prepared there, by
+    (SQL text, parameter types), and the name it gave each. A name is recorded once the server
+    answered its Parse (a Parse in a pipeline that aborted before it never ran). Names are never
+    reused, so a lost record costs a second Parse, never a wrong statement. At most
+    ``MAX_PREPARED`` per connection (the store's hot statements come first; the rarer texts past
+    them, such as long expansions of an IN list, go unnamed, planned each time). ``dumper``: the
+    driver's converter of parameters, kept so that its per-type lookups are made once per
+    connection rather than once per statement."""
+
+    __slots__ = ("prepared", "dumper")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.prepared: dict[Any, bytes] = {}
+        self.dumper = Transformer.from_context(conn)
+
+
+_SESSIONS: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = weakref.WeakKeyDictionary()
 _NAMES = itertools.count()
 MAX_PREPARED = 256
 # What an Execute of a name answers when the server no longer has it as recorded (a DEALLOCATE,
@@ -305,27 +328,106 @@ MAX_PREPARED = 256
 # forgotten, and the transaction runs again (``RETRYABLE_SQLSTATES``).
 _PREPARED_GONE = frozenset({"26000", "0A000"})
 
+# A text's placeholders as psycopg reads them (``%(name)s`` -> ``$n``): the query's bytes, the
+# formats wanted, the parameter order and the parts. psycopg caches this too, but keyed by the
+# query's bytes: encoding and hashing the text (up to 2.4 KB here) at every execution is what
+# this saves. Bounded like the names (texts past it are read each time).
+_PARSED: dict[tuple[str, str], Any] = {}
+MAX_PARSED = 1024
+
+
+def _parsed(text_: str, encoding: str) -> Any:
+    key = (text_, encoding)
+    got = _PARSED.get(key)
+    if got is None:
+        got = _query2pg_nocache(text_.encode(encoding), encoding)
+        if len(_PARSED) < MAX_PARSED:
+            _PARSED[key] = got
+    return got
+
+
+class _Rows:
+    """A statement's result, read as the store reads a driver's cursor (``rowcount``,
+    ``statusmessage``, ``description``, ``fetchone``, ``fetchall``). Its rows are decoded at the
+    first fetch, and most results (writes) are never fetched: a psycopg cursor per statement
+    cost 35 us to build, every time."""
+
+    __slots__ = ("_result", "_conn", "_rows", "_at", "rowcount")
+
+    def __init__(self, result: pq.abc.PGresult, conn: psycopg.Connection[Any]) -> None:
+        self._result = result
+        self._conn = conn
+        self._rows: list[tuple[Any, ...]] | None = None
+        self._at = 0
+        if result.status == pq.ExecStatus.TUPLES_OK:
+            self.rowcount: int = result.ntuples
+        else:
+            tuples = result.command_tuples
+            self.rowcount = tuples if tuples is not None else -1
+
+    @property
+    def statusmessage(self) -> str | None:
+        status = self._result.command_status
+        return status.decode() if status else None
+
+    @property
+    def description(self) -> list[tuple[str]] | None:
+        result = self._result
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            return None
+        names = (result.fname(i) for i in range(result.nfields))
+        return [((name or b"").decode(),) for name in names]
+
+    def _loaded(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:
+            if self._result.status != pq.ExecStatus.TUPLES_OK:
+                raise psycopg.ProgrammingError("the statement returned no rows to fetch")
+            # A converter of its own: the result may be read after its connection moved on.
+            loader = Transformer.from_context(self._conn)
+            loader.set_pgresult(self._result)
+            self._rows = loader.load_rows(0, self._result.ntuples, tuple)
+        return self._rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        rows = self._loaded()
+        if self._at >= len(rows):
+            return None
+        self._at += 1
+        return rows[self._at - 1]
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows = self._loaded()
+        rest, self._at = rows[self._at :], len(rows)
+        return rest
+
 
 def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) -> list[Any]:
     """Sends ``statements`` through libpq in one pipeline: each one's Parse (the first time on this
     connection) and Bind/Execute go into libpq's buffer, then one Sync and a flush; the results
     are read up to the Sync. psycopg's own pipeline polls, flushes and reads after every statement
     (a system call or three each): measured, paired samples, this way is 0.03-0.31 ms sooner to a
-    first step and 0.16-0.44 ms to a resume (two round trips). Returns a psycopg cursor per
-    statement holding its result; raises the first statement error once every result up to the
+    first step and 0.16-0.44 ms to a resume (two round trips). Returns a result per statement
+    (``_Rows``, read as a cursor); raises the first statement error once every result up to the
     Sync was read (the connection is then ready for a ROLLBACK). Parameters are converted before
     anything is sent, so a value the driver cannot send fails the call and leaves the connection as
     it was; a connection left mid-protocol (a send or a read failed) is closed, never used again."""
     pgconn = conn.pgconn
-    prepared = _PREPARED.get(conn)
-    if prepared is None:
-        prepared = _PREPARED[conn] = {}
-    dumper = Transformer.from_context(conn)
-    converted = []
+    session = _SESSIONS.get(conn)
+    if session is None:
+        session = _SESSIONS[conn] = _Session(conn)
+    prepared = session.prepared
+    dumper = session.dumper
+    encoding = conn.info.encoding
+    # (text, query bytes, parameters, their types, their formats) per statement.
+    converted: list[tuple[str, bytes, Any, tuple[int, ...], Any]] = []
     for text_, args in statements:
-        query = PostgresQuery(dumper)
-        query.convert(text_, args)
-        converted.append((text_, query))
+        if args is None:
+            converted.append((text_, text_.encode(encoding), None, (), None))
+            continue
+        query, formats, order, parts = _parsed(text_, encoding)
+        ordered = PostgresQuery.validate_and_reorder_params(parts, args, order)
+        params = dumper.dump_sequence(ordered, formats)
+        converted.append((text_, query, params, dumper.types or (), dumper.formats))
     # A Parse slot (its key and name) before each statement prepared now; None for an Execute.
     slots: list[tuple[Any, bytes] | None] = []
     parsing: dict[Any, bytes] = {}  # Parses queued in this pipeline
@@ -333,19 +435,17 @@ def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) 
     results: list[list[pq.abc.PGresult]] = []
     try:
         pgconn.enter_pipeline_mode()
-        for text_, query in converted:
-            key = (text_, tuple(query.types))
+        for text_, query, params, types, formats in converted:
+            key = (text_, types)
             name = prepared.get(key) or parsing.get(key)
             if name is None and len(prepared) + len(parsing) < MAX_PREPARED:
                 name = parsing[key] = b"_durable_%d" % next(_NAMES)
-                pgconn.send_prepare(name, query.query, param_types=query.types)
+                pgconn.send_prepare(name, query, param_types=types)
                 slots.append((key, name))
             if name is None:
-                pgconn.send_query_params(
-                    query.query, query.params, param_types=query.types, param_formats=query.formats
-                )
+                pgconn.send_query_params(query, params, param_types=types, param_formats=formats)
             else:
-                pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+                pgconn.send_query_prepared(name, params, param_formats=formats)
             slots.append(None)
         pgconn.pipeline_sync()
         conn.wait(generators.send(pgconn))
@@ -363,12 +463,12 @@ def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) 
     except BaseException:
         conn.close()
         raise
-    cursors: list[Any] = []
+    rows: list[Any] = []
     failed: psycopg.Error | None = None
     for slot, result in zip(slots, results, strict=True):
         status = result[0].status
         if status == pq.ExecStatus.FATAL_ERROR:
-            error = psycopg.errors.error_from_result(result[0], encoding=conn.info.encoding)
+            error = psycopg.errors.error_from_result(result[0], encoding=encoding)
             if error.sqlstate in _PREPARED_GONE:
                 prepared.clear()
             failed = failed or error
@@ -376,10 +476,7 @@ def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) 
             if status == pq.ExecStatus.COMMAND_OK:  # not skipped by an earlier statement's error
                 prepared[slot[0]] = slot[1]
         elif status != pq.ExecStatus.PIPELINE_ABORTED:
-            cursor = conn.cursor()
-            cursor._tx = Transformer(cursor)
-            cursor._set_results(result)
-            cursors.append(cursor)
+            rows.append(_Rows(result[0], conn))
     if failed is not None:
         raise failed
-    return cursors
+    return rows

@@ -125,6 +125,9 @@ class SqliteDialect:
     def pipeline(self, driver_connection: Any, statements: list[tuple[str, Any]]) -> list[Any]:
         raise NotImplementedError("SQLite runs each statement in-process (pipelines = False)")
 
+    def closed_while_idle(self, driver_connection: Any) -> bool:
+        return False  # an in-process database: nothing closes it but the store
+
     listens = False
 
     def listen(self, url: str, on_ready: Callable[[str | None], None], stop: threading.Event) -> None:

@@ -158,14 +158,15 @@ def test_an_event_on_hints_over_a_connection_the_server_closed_while_idle_is_not
     store: SqlStore, admin: Engine, attempts: list[str]
 ) -> None:
     # On hints, the event's only round trip carries its COMMIT: a connection that broke under it
-    # could only be reported as an unknown outcome. One the server closed while it sat in the pool
-    # (a restart, a terminated session) is replaced at checkout instead.
+    # could only be reported as an unknown outcome. One the server closed while it sat idle (a
+    # restart, a terminated session), kept by the store between write transactions or in the pool,
+    # is replaced before the transaction starts instead.
     store.register_functions("shop", [FunctionSpec("bill", (ORDERED,))], now_ms=T0)
     send(store, "o1")
     others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     with admin.connect() as conn:
         pids = list(conn.exec_driver_sql(f"SELECT pid {others}").scalars())
-        assert pids  # the store's pooled connection
+        assert pids  # the store's connection, kept idle since o1
         conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) {others}")
         deadline = time.monotonic() + 30
         while conn.exec_driver_sql(f"SELECT count(*) {others}").scalar_one():

@@ -1,18 +1,25 @@
 """PostgreSQL's pipeline (``store.postgres._pipeline``): statements go through libpq in one round trip,
 each prepared once per connection under a name of the store's own. What must hold: a statement is
 prepared for the parameter types it is sent with, a Parse that an earlier failure skipped is never
-taken for done, and the first failure is what is raised."""
+taken for done, the first failure is what is raised, and each result reads as the driver's cursor
+would. And the write connections the store keeps between transactions (``SqlStore._pipelined_writer``):
+one that served a transaction that raised is never handed out with that transaction open."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import Engine, text
 
 from orchestrator.store import postgres
+from orchestrator.store.dialect import IDLE_WRITERS
 from orchestrator.store.postgres import _pipeline
+from orchestrator.store.prepared import Prepared
 from orchestrator.store.sql import SqlStore
 
 pytestmark = pytest.mark.postgres_only("the pipeline is PostgreSQL's")
@@ -87,3 +94,79 @@ def test_past_the_cap_statements_go_unnamed(conn: Any, monkeypatch: pytest.Monke
     assert [c.fetchall() for c in cursors] == [[(10 + i,)] for i in range(5)]
     names = conn.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '_durable_%'")
     assert names.fetchone() == (2,)
+
+
+def test_each_result_reads_as_a_cursor(conn: Any) -> None:
+    # Rows are decoded at the first fetch; most results (writes) are never fetched.
+    results = _pipeline(
+        conn,
+        [
+            ("BEGIN", None),
+            ("CREATE TEMP TABLE numbers (v int) ON COMMIT DROP", None),
+            ("INSERT INTO numbers VALUES (1), (2), (3)", None),
+            ("UPDATE numbers SET v = v + 10 WHERE v > %(m)s", {"m": 1}),
+            ("SELECT v AS value, (v * 2)::text AS twice FROM numbers ORDER BY v", None),
+            ("SELECT v FROM numbers WHERE v < 0", None),
+            ("COMMIT", None),
+        ],
+    )
+    _, _, inserted, updated, rows, empty, committed = results
+    assert (inserted.rowcount, inserted.statusmessage) == (3, "INSERT 0 3")
+    assert (updated.rowcount, updated.statusmessage) == (2, "UPDATE 2")
+    assert inserted.description is None
+    assert [column[0] for column in rows.description] == ["value", "twice"]
+    assert rows.rowcount == 3
+    assert rows.fetchone() == (1, "2")
+    assert rows.fetchall() == [(12, "24"), (13, "26")]
+    assert rows.fetchone() is None and rows.fetchall() == []
+    assert (empty.rowcount, empty.fetchone(), empty.fetchall()) == (0, None, [])
+    assert committed.statusmessage == "COMMIT"
+    with pytest.raises(psycopg.ProgrammingError):
+        updated.fetchall()  # a write returns no rows
+
+
+_SCRATCH_INSERT = Prepared(text("INSERT INTO scratch (v) VALUES (:v)"))
+
+
+@pytest.fixture
+def scratch(admin: Engine) -> Iterator[Callable[[], list[int]]]:
+    """A table the test writes through the store; returns a reader of its values."""
+    with admin.begin() as c:
+        c.exec_driver_sql("CREATE TABLE scratch (v int)")
+
+    def values() -> list[int]:
+        with admin.connect() as c:
+            return sorted(c.exec_driver_sql("SELECT v FROM scratch").scalars())
+
+    yield values
+    with admin.begin() as c:
+        c.exec_driver_sql("DROP TABLE scratch")
+
+
+def test_a_write_transaction_that_raised_leaves_nothing_to_the_next_on_its_connection(
+    store: SqlStore, scratch: Callable[[], list[int]]
+) -> None:
+    def raises_after_its_insert_was_sent(tx: Any) -> None:
+        _SCRATCH_INSERT.run(tx, v=1)  # sent now, with the BEGIN: the server holds it, uncommitted
+        raise RuntimeError("the call failed after its first round trip")
+
+    with pytest.raises(RuntimeError):
+        store._run(raises_after_its_insert_was_sent)
+    store._run(lambda tx: _SCRATCH_INSERT.run_later(tx, v=2))
+    assert scratch() == [2]
+
+
+def test_write_connections_are_kept_between_transactions_up_to_the_bound(store: SqlStore) -> None:
+    pids = {store._run(lambda tx: tx.raw.info.backend_pid) for _ in range(5)}
+    assert len(pids) == 1  # sequential writes: one connection, kept
+    assert store._engine.pool.checkedout() == 1  # idle between them, out of the pool
+
+    # Concurrent writes take more; past the bound, those that end go back to the pool.
+    started = threading.Barrier(IDLE_WRITERS + 2)
+
+    def meets_the_others(tx: Any) -> None:
+        started.wait(timeout=30)
+
+    with ThreadPoolExecutor(IDLE_WRITERS + 2) as pool:
+        list(pool.map(lambda _: store._run(meets_the_others), range(IDLE_WRITERS + 2)))
+    assert store._engine.pool.checkedout() == IDLE_WRITERS
