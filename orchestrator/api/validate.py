@@ -186,7 +186,14 @@ def _error_info(msg: pb.Error, field: str, present: bool) -> ErrorInfo:
     if not msg.name:
         raise _fail(f"{field}.name", "required (the error's type name)")
     # Error texts come from user code: keep them, but bounded (the head of a stack is what matters).
-    return ErrorInfo(name=msg.name[:cap], message=msg.message[:cap], stack=msg.stack[:cap])
+    return ErrorInfo(name=_storable(msg.name[:cap]), message=_storable(msg.message[:cap]),
+                     stack=_storable(msg.stack[:cap]))
+
+
+def _storable(text: str) -> str:
+    """Free text as every store can keep it: PostgreSQL's text type refuses NUL, so it becomes
+    U+FFFD (the replacement character) on every store alike; anything else is kept."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _retry_after(value: int, field: str) -> int:

@@ -398,3 +398,24 @@ async def test_an_expired_lease_hands_the_run_to_another_poller(tmp_path: Path) 
             )
     finally:
         await srv.stop()
+
+
+async def test_a_nul_in_error_texts_from_user_code_is_stored_as_a_replacement_character(db_url: str) -> None:
+    # An exception's text may hold any character; PostgreSQL's text type refuses NUL (the report of
+    # the failure answered INTERNAL there). Both stores keep it as U+FFFD, so a run reads the same.
+    srv = OrchestratorServer(Settings(port=0, db_url=db_url))
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            stub = pb_grpc.OrchestratorStub(channel)
+            item = await started_run(stub)
+            error = pb.Error(name="Bad\x00Byte", message="got \x00 at 3", stack="line\x001")
+            await stub.CompleteStep(complete(item, step_error=pb.StepError(error=error, retriable=False)))
+            await stub.CompleteStep(complete(item, run_failed=pb.RunFailed(error=error)))
+            run = (await stub.GetRun(pb.GetRunRequest(run_id=item.run_id))).run
+    finally:
+        await srv.stop()
+    expected = ("Bad\ufffdByte", "got \ufffd at 3", "line\ufffd1")
+    (step,) = run.steps
+    assert (step.error.name, step.error.message, step.error.stack) == expected
+    assert (run.error.name, run.error.message, run.error.stack) == expected
