@@ -240,16 +240,25 @@ def _profile(args: argparse.Namespace, s: ours.Session, store: str, tag: str) ->
     spy = subprocess.Popen([py_spy, "record", "--pid", str(s.orch.proc.pid), "--rate", "200", "--format",
                             "raw", "--output", str(raw), "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        time.sleep(1.0)  # py-spy attaches
-        result = ours.throughput(s, args.runs, args.steps, tag, budget=600)
-    finally:
+    err = b""
+
+    def stop() -> None:
+        nonlocal err
+        if spy.returncode is not None:
+            return
         spy.send_signal(signal.SIGINT)
         try:
             _, err = spy.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             spy.kill()
-            err = b""
+            spy.wait()
+
+    try:
+        time.sleep(1.0)  # py-spy attaches
+        # Stopped as the measurement ends: the checks after it (every run read back) are no cost of it.
+        result = ours.throughput(s, args.runs, args.steps, tag, budget=600, measured=stop)
+    finally:
+        stop()
     if not raw.exists():
         raise BenchError(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}")
     top = top_costs(raw)

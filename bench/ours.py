@@ -73,9 +73,11 @@ def _deadline(seconds: float) -> Callable[[], float]:
     return left
 
 
-def throughput(s: Session, runs: int, steps: int, tag: str, budget: float) -> dict[str, Any]:
+def throughput(s: Session, runs: int, steps: int, tag: str, budget: float,
+               measured: Callable[[], None] | None = None) -> dict[str, Any]:
     """`runs` runs of `steps` no-op steps sent in one batch; steps/s from the send to the last completion
-    confirmed through ListRuns."""
+    confirmed through ListRuns. `measured` is called when the measurement ends, before the checks
+    that every run completed (which read every run with its steps: not part of the shape)."""
     left = _deadline(budget)
     keys = [f"{tag}{i}" for i in range(runs)]
     events = [Event(name="bench/noop", data={"k": k, "steps": steps}) for k in keys]
@@ -90,6 +92,8 @@ def throughput(s: Session, runs: int, steps: int, tag: str, budget: float) -> di
         left()
         time.sleep(0.005)
     elapsed = time.monotonic() - t0
+    if measured is not None:
+        measured()
     completed = s.orch.client.list_runs(function_id="noop", status="completed", limit=1000)
     if len(completed) < min(runs, 1000):
         raise BenchError(f"only {len(completed)} noop runs completed")
