@@ -44,6 +44,10 @@ class Dialect(Protocol):
         """An engine configured for the orchestrator's access pattern."""
         ...
 
+    def close(self) -> None:
+        """Stops what the dialect runs beside the store (SQLite: its WAL checkpoints)."""
+        ...
+
     def closed_while_idle(self, driver_connection: Any) -> bool:
         """Whether a connection left idle was closed meanwhile by the server (a restart, a
         terminated session), found without a round trip."""

@@ -179,6 +179,9 @@ class PostgresDialect:
     def closed_while_idle(self, driver_connection: Any) -> bool:
         return _closed_while_idle(driver_connection)
 
+    def close(self) -> None:
+        """Nothing runs beside the store here (the listener belongs to the service)."""
+
     def in_transaction(self, driver_connection: Any) -> bool:
         """Whether a transaction is open (or failed and not yet rolled back) on the connection."""
         status = driver_connection.info.transaction_status

@@ -387,6 +387,7 @@ class SqlStore:
             self._writer.close()
             self._writer = None
         self._engine.dispose()
+        self._dialect.close()
 
     def _now(self, tx: Tx, now_ms: int) -> int:
         if not self._db_clock:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -21,6 +23,19 @@ if TYPE_CHECKING:
     from orchestrator.store.txn import Tx
 
 BUSY_TIMEOUT_MS = 5_000
+# Copying the WAL back into the database file (a checkpoint) is done by a thread of the store
+# (``_Checkpointer``), not by the commits: SQLite's automatic checkpoint runs inside the commit
+# that crosses its threshold (1,000 pages, every 80 or so events here), and that commit took 10-16
+# ms instead of about 1 (measured: p99 of a SendEvent's transaction 12.6 ms, 1.6 ms without). The
+# writer's own automatic checkpoint stays, far above what the thread lets the WAL reach: a bound on
+# the WAL should the thread ever fall behind.
+WRITER_AUTOCHECKPOINT_PAGES = 20_000
+# Between the thread's checkpoints: after one that found a long WAL, and otherwise.
+CHECKPOINT_BUSY_S = 0.02
+CHECKPOINT_IDLE_S = 0.25
+CHECKPOINT_BUSY_FRAMES = 1_000
+
+logger = logging.getLogger("orchestrator.store")
 
 
 def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -40,6 +55,7 @@ def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         # SQLite ignores foreign keys unless asked, per connection.
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
     finally:
         cursor.close()
 
@@ -77,6 +93,45 @@ def _on_begin(conn: Connection) -> None:
         raise DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
 
 
+class _Checkpointer:
+    """Copies the WAL back into the database file from a thread of its own, with a connection of
+    its own: a PASSIVE checkpoint, which waits for no reader and no writer (commits go on
+    appending to the WAL meanwhile, and the writer starts the WAL over once everything in it was
+    copied). The sqlite3 module lets other threads run while SQLite works."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpointer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        pause = CHECKPOINT_IDLE_S
+        try:
+            while not self._stop.wait(pause):
+                pause = CHECKPOINT_IDLE_S
+                try:
+                    if conn is None:
+                        if not Path(self._path).exists():
+                            continue  # not created yet (mode=rw would fail; a plain open would create it)
+                        uri = f"file:{urllib.parse.quote(self._path)}?mode=rw"
+                        conn = sqlite3.connect(uri, uri=True, timeout=0.1, isolation_level=None)
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames >= CHECKPOINT_BUSY_FRAMES:
+                        pause = CHECKPOINT_BUSY_S
+                except sqlite3.Error as exc:
+                    # A busy database, a file being replaced: the next turn tries again.
+                    logger.debug("WAL checkpoint skipped: %s", exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 class SqliteDialect:
     """SQLite: one file, one writer. Writes run on the caller's thread (the event loop): a local
     transaction of a few statements costs less than handing it to a thread, and running them all on
@@ -87,6 +142,9 @@ class SqliteDialect:
     max_concurrency = 1
     inline = True
     pipelines = False  # in-process: there is no round trip to save
+
+    def __init__(self) -> None:
+        self._checkpointer: _Checkpointer | None = None
 
     def create_engine(self, url: str) -> Engine:
         parsed = make_url(url)
@@ -100,6 +158,8 @@ class SqliteDialect:
         else:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
+            if self._checkpointer is None:
+                self._checkpointer = _Checkpointer(str(Path(database).expanduser()))
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _on_connect)
         event.listen(engine, "begin", _on_begin)
@@ -127,6 +187,11 @@ class SqliteDialect:
 
     def closed_while_idle(self, driver_connection: Any) -> bool:
         return False  # an in-process database: nothing closes it but the store
+
+    def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
 
     listens = False
 
