@@ -6,13 +6,17 @@ import itertools
 import select
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import generators, pq, sql
-from psycopg._queries import PostgresQuery, _query2pg_nocache
+from psycopg._queries import (
+    MAX_CACHED_STATEMENT_LENGTH,
+    MAX_CACHED_STATEMENT_PARAMS,
+    PostgresQuery,
+    _query2pg_nocache,
+)
 from psycopg.adapt import Transformer
 from sqlalchemy import Connection, Engine, Executable, Table, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -314,7 +318,9 @@ class _Session:
     ``MAX_PREPARED`` per connection (the store's hot statements come first; the rarer texts past
     them, such as long expansions of an IN list, go unnamed, planned each time). ``dumper``: the
     driver's converter of parameters, kept so that its per-type lookups are made once per
-    connection rather than once per statement."""
+    connection rather than once per statement. Kept as an attribute of the connection (``_session``):
+    the converter refers to its connection, so a weak mapping from connection to session would
+    never let either go."""
 
     __slots__ = ("prepared", "dumper")
 
@@ -323,7 +329,7 @@ class _Session:
         self.dumper = Transformer.from_context(conn)
 
 
-_SESSIONS: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = weakref.WeakKeyDictionary()
+_SESSION_ATTRIBUTE = "_durable_session"
 _NAMES = itertools.count()
 MAX_PREPARED = 256
 # What an Execute of a name answers when the server no longer has it as recorded (a DEALLOCATE,
@@ -334,7 +340,8 @@ _PREPARED_GONE = frozenset({"26000", "0A000"})
 # A text's placeholders as psycopg reads them (``%(name)s`` -> ``$n``): the query's bytes, the
 # formats wanted, the parameter order and the parts. psycopg caches this too, but keyed by the
 # query's bytes: encoding and hashing the text (up to 2.4 KB here) at every execution is what
-# this saves. Bounded like the names (texts past it are read each time).
+# this saves. Bounded in entries, and, as psycopg's own cache, in what it keeps: long texts and
+# texts of many parameters (long expansions of an IN list) are read each time.
 _PARSED: dict[tuple[str, str], Any] = {}
 MAX_PARSED = 1024
 
@@ -344,7 +351,12 @@ def _parsed(text_: str, encoding: str) -> Any:
     got = _PARSED.get(key)
     if got is None:
         got = _query2pg_nocache(text_.encode(encoding), encoding)
-        if len(_PARSED) < MAX_PARSED:
+        parts = got[3]
+        if (
+            len(_PARSED) < MAX_PARSED
+            and len(text_) <= MAX_CACHED_STATEMENT_LENGTH
+            and len(parts) - 1 <= MAX_CACHED_STATEMENT_PARAMS
+        ):
             _PARSED[key] = got
     return got
 
@@ -415,9 +427,10 @@ def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) 
     anything is sent, so a value the driver cannot send fails the call and leaves the connection as
     it was; a connection left mid-protocol (a send or a read failed) is closed, never used again."""
     pgconn = conn.pgconn
-    session = _SESSIONS.get(conn)
+    session: _Session | None = getattr(conn, _SESSION_ATTRIBUTE, None)
     if session is None:
-        session = _SESSIONS[conn] = _Session(conn)
+        session = _Session(conn)
+        setattr(conn, _SESSION_ATTRIBUTE, session)
     prepared = session.prepared
     dumper = session.dumper
     encoding = conn.info.encoding

@@ -183,11 +183,12 @@ class SqlStore:
                 idle = self._idle_writers.pop() if self._idle_writers else None
             if idle is None:
                 conn = self._checkout()
-                conn.execution_options(isolation_level="AUTOCOMMIT")
-            elif self._dialect.closed_while_idle(idle.connection.driver_connection):
-                with contextlib.suppress(Exception):
-                    idle.invalidate()
-            else:
+                try:
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                except BaseException:
+                    conn.close()
+                    raise
+            elif self._idle_writer_usable(idle):
                 conn = idle
         try:
             yield conn
@@ -200,6 +201,18 @@ class SqlStore:
                 self._idle_writers.append(conn)
         if not kept:
             conn.close()
+
+    def _idle_writer_usable(self, idle: Connection) -> bool:
+        """Whether a kept write connection can serve; one that cannot is invalidated."""
+        try:
+            closed = self._dialect.closed_while_idle(idle.connection.driver_connection)
+        except Exception:
+            closed = True  # cannot tell: replaced as a closed one
+        if not closed:
+            return True
+        with contextlib.suppress(Exception):
+            idle.invalidate()
+        return False
 
     def _forget_idle_writers(self) -> None:
         """After a restart of the server, the idle write connections are dead too."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -55,9 +56,14 @@ def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         # SQLite ignores foreign keys unless asked, per connection.
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
     finally:
         cursor.close()
+
+
+def _leave_checkpoints_to_the_thread(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    """Where the store's thread checkpoints the WAL (``_Checkpointer``): a commit does so only past
+    ``WRITER_AUTOCHECKPOINT_PAGES``."""
+    dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
 
 
 def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
@@ -108,6 +114,7 @@ class _Checkpointer:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         pause = CHECKPOINT_IDLE_S
+        seen = 0  # the WAL's frames at the previous checkpoint
         try:
             while not self._stop.wait(pause):
                 pause = CHECKPOINT_IDLE_S
@@ -117,8 +124,13 @@ class _Checkpointer:
                             continue  # not created yet (mode=rw would fail; a plain open would create it)
                         uri = f"file:{urllib.parse.quote(self._path)}?mode=rw"
                         conn = sqlite3.connect(uri, uri=True, timeout=0.1, isolation_level=None)
-                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if frames >= CHECKPOINT_BUSY_FRAMES:
+                    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    # ``frames`` counts the whole WAL until a write starts it over: busy is what
+                    # was written since the last turn (a WAL started over counts from zero) or
+                    # what is still to copy.
+                    written = frames - seen if frames >= seen else frames
+                    seen = frames
+                    if max(written, frames - copied) >= CHECKPOINT_BUSY_FRAMES:
                         pause = CHECKPOINT_BUSY_S
                 except sqlite3.Error as exc:
                     # A busy database, a file being replaced: the next turn tries again.
@@ -158,10 +170,14 @@ class SqliteDialect:
         else:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
-            if self._checkpointer is None:
-                self._checkpointer = _Checkpointer(str(Path(database).expanduser()))
+            # The file the engine opens (SQLAlchemy makes the path absolute as it creates the
+            # engine); a URI filename (``?uri=true``) is left to SQLite's own checkpoints.
+            if self._checkpointer is None and parsed.query.get("uri") != "true":
+                self._checkpointer = _Checkpointer(os.path.abspath(database))
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _on_connect)
+        if self._checkpointer is not None:
+            event.listen(engine, "connect", _leave_checkpoints_to_the_thread)
         event.listen(engine, "begin", _on_begin)
         return engine
 

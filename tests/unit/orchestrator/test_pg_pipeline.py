@@ -7,7 +7,9 @@ one that served a transaction that raised is never handed out with that transact
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -152,6 +154,7 @@ def test_a_write_transaction_that_raised_leaves_nothing_to_the_next_on_its_conne
 
     with pytest.raises(RuntimeError):
         store._run(raises_after_its_insert_was_sent)
+    assert store._engine.pool.checkedout() == 0  # back in the pool (rolled back), not kept
     store._run(lambda tx: _SCRATCH_INSERT.run_later(tx, v=2))
     assert scratch() == [2]
 
@@ -170,3 +173,17 @@ def test_write_connections_are_kept_between_transactions_up_to_the_bound(store: 
     with ThreadPoolExecutor(IDLE_WRITERS + 2) as pool:
         list(pool.map(lambda _: store._run(meets_the_others), range(IDLE_WRITERS + 2)))
     assert store._engine.pool.checkedout() == IDLE_WRITERS
+
+
+def test_a_connection_let_go_is_freed_with_what_the_pipeline_kept_for_it(store: SqlStore) -> None:
+    # What the pipeline keeps per connection (its names, its converter) goes with the connection:
+    # the converter refers to the connection, so a weak mapping to it would keep both forever.
+    pooled = store._engine.raw_connection()
+    driver = pooled.driver_connection
+    driver.autocommit = True
+    _pipeline(driver, [("SELECT %(v)s::int", {"v": 1})])
+    gone = weakref.ref(driver)
+    pooled.invalidate()  # closed, and dropped by the pool
+    del pooled, driver
+    gc.collect()
+    assert gone() is None
