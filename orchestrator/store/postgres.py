@@ -318,9 +318,9 @@ class _Session:
     ``MAX_PREPARED`` per connection (the store's hot statements come first; the rarer texts past
     them, such as long expansions of an IN list, go unnamed, planned each time). ``dumper``: the
     driver's converter of parameters, kept so that its per-type lookups are made once per
-    connection rather than once per statement. Kept as an attribute of the connection (``_session``):
-    the converter refers to its connection, so a weak mapping from connection to session would
-    never let either go."""
+    connection rather than once per statement. Kept as an attribute of the connection
+    (``_durable_session``): the converter refers to its connection, so a weak mapping from
+    connection to session would never let either go."""
 
     __slots__ = ("prepared", "dumper")
 
