@@ -35,7 +35,8 @@ class Dialect(Protocol):
 
     def pipeline(self, driver_connection: Any, statements: list[tuple[str, Any]]) -> list[Any]:
         """Where ``pipelines``: sends ``statements`` (SQL in the driver's paramstyle, and its
-        parameters) in one round trip and returns a cursor per statement, its result read; raises
+        parameters) in one round trip and returns a result per statement, read as a driver's
+        cursor (``rowcount``, ``statusmessage``, ``description``, ``fetchone``, ``fetchall``); raises
         the first statement's error (the driver's exception type; a parameter the driver cannot
         convert raises before anything is sent)."""
         ...

@@ -169,7 +169,7 @@ class Prepared:
         if tx.dialect.pipelines:  # also alone: the dialect's pipeline prepares it once per connection
             return Result(run_pipelined(tx, [(compiled.sql, args)], commit=commit)[0], compiled)
         try:
-            cursor = _execute(tx, compiled.sql, args)
+            cursor = tx.raw.execute(compiled.sql, args)
         except tx.driver_error as exc:
             raise _wrapped(tx, compiled.sql, args, exc) from exc
         return Result(cursor, compiled)
@@ -266,11 +266,6 @@ def run_pipelined(tx: Tx, statements: list[tuple[str, Any]], *, commit: bool = F
             # Committed: that must be what the caller hears, whatever a callback did.
             logger.exception("a deferred read's callback failed after its transaction committed")
     return cursors
-
-
-def _execute(tx: Tx, sql: str, args: Any) -> Any:
-    """The driver's execute."""
-    return tx.raw.execute(sql, args)
 
 
 def _wrapped(tx: Tx, sql: str, args: Any, exc: Exception) -> DBAPIError:

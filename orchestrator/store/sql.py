@@ -214,8 +214,13 @@ class SqlStore:
             idle.invalidate()
         return False
 
+    def _replace_connections(self) -> None:
+        """After a restart of the server every connection is dead: the pool's and the kept ones."""
+        self._engine.dispose(close=False)
+        self._forget_idle_writers()
+
     def _forget_idle_writers(self) -> None:
-        """After a restart of the server, the idle write connections are dead too."""
+        """Closes the kept write connections (dead after a restart; at close, no longer wanted)."""
         with self._idle_writers_lock:
             idle, self._idle_writers = self._idle_writers, []
         for conn in idle:
@@ -286,8 +291,7 @@ class SqlStore:
                 if exc.connection_invalidated:
                     # After a restart every pooled connection is dead: replace them all at once
                     # rather than finding each one out with a failed transaction.
-                    self._engine.dispose(close=False)
-                    self._forget_idle_writers()
+                    self._replace_connections()
                 if use_hints and _hints_refused(tx, exc):
                     use_hints = False  # nothing was committed: again, reading what it had guessed
                     continue
@@ -296,8 +300,7 @@ class SqlStore:
                     continue
                 raise self._mapped(exc) from exc
             except errors.CommitOutcomeUnknown:
-                self._engine.dispose(close=False)  # as above: the server is likely gone
-                self._forget_idle_writers()
+                self._replace_connections()  # as above: the server is likely gone
                 raise
             except errors.RaceLost:
                 # A concurrent transaction changed what this one read before its lock (PostgreSQL's
@@ -352,8 +355,7 @@ class SqlStore:
                     raise GroupAborted(f"a deferred write failed: {exc}") from exc
         except errors.CommitOutcomeUnknown:
             # From the commit at the exit or from a call that sent it (``Tx.last_call``).
-            self._engine.dispose(close=False)
-            self._forget_idle_writers()
+            self._replace_connections()
             raise
         except DBAPIError as exc:
             raise self._mapped(exc) from exc
