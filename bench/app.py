@@ -8,7 +8,7 @@ Functions (app "bench"):
 - `noop` (`bench/noop`): `data.steps` no-op steps, then marks `done <k>` (throughput);
 - `first` (`bench/first`): one step whose body marks `first <k>` as it starts (event -> first step);
 - `resume` (`bench/resume.start`): waits for `bench/resume` matching `data.k`, then marks `resumed <k>`
-  (SendEvent of the matching event -> the code after `wait_for_event`); it marks `waiting <k>` as it
+  (SendEvent of the matching event -> the code after `wait_for_event`); it marks `waiting <k>` (once) as it
   reaches the wait, so the driver knows when every run has been handed its wait.
 App "bench-sink" (`python -m bench.app --sink`): one function on `bench/ingest.triggered` that the driver
 registers by starting this worker once and stopping it, so the ingest shape creates runs nobody executes.
@@ -31,6 +31,7 @@ SINK_APP_ID = "bench-sink"
 WAIT_TIMEOUT = timedelta(days=1)
 
 _marks_fd: int | None = None
+_waiting_marked: set[str] = set()
 
 
 def mark(kind: str, key: object) -> None:
@@ -67,8 +68,12 @@ async def first(ctx):  # type: ignore[no-untyped-def]
 
 @client.create_function(fn_id="resume", trigger=TriggerEvent(event="bench/resume.start"), retries=0)
 async def resume(ctx):  # type: ignore[no-untyped-def]
-    # Code before the wait runs again when the run is re-executed after it: the driver counts unique keys.
-    mark("waiting", ctx.event.data["k"])
+    # Code before the wait runs again when the run is re-executed after it. Marked once per key: a
+    # second mark would wake the driver's reader while the resume is being measured.
+    key = ctx.event.data["k"]
+    if key not in _waiting_marked:
+        _waiting_marked.add(key)
+        mark("waiting", key)
     got = await ctx.step.wait_for_event("w", event="bench/resume", match="data.k", timeout=WAIT_TIMEOUT)
     mark("resumed", ctx.event.data["k"])
     return got is not None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import time
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -25,13 +26,12 @@ from types import TracebackType
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from sdk_python._proto.durable.v1 import orchestrator_pb2 as pb
 
-_PROPAGATOR = TraceContextTextMapPropagator()
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 # A ProxyTracer: it follows whatever provider the application sets globally, even later.
 _TRACER = trace.get_tracer("sdk_python")
 
@@ -49,10 +49,20 @@ def step_span_id(run_id: str, step_id: str, attempt: int) -> int:
 @functools.lru_cache(maxsize=4096)
 def run_parent(traceparent: str) -> SpanContext | None:
     """The run's root span context from a work item's ``traceparent``; None when absent or invalid.
-    Cached: every step of a run asks for the same one."""
-    if not traceparent:
+    Cached: every step of a run asks for the same one.
+
+    Parsed here rather than by OpenTelemetry's propagator, which builds a context and a span to
+    carry it (a new run's first step, measured after an idle gap: 48 us here, 129 us there). The
+    rules are W3C trace context's: version 00 has exactly four fields, a later version may add
+    more, version ff is invalid, and all-zero ids are invalid."""
+    match = _TRACEPARENT.fullmatch(traceparent.strip())
+    if match is None:
         return None
-    ctx = trace.get_current_span(_PROPAGATOR.extract({"traceparent": traceparent})).get_span_context()
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
+        return None
+    flags_value = TraceFlags(int(flags, 16))
+    ctx = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=flags_value)
     return ctx if ctx.is_valid else None
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -73,13 +73,17 @@ def ms_to_datetime(ms: int) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+# One encoder for every call: ``json.dumps`` with options builds an encoder per call.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_json(value: Any, what: str) -> str:
     """`value` as compact JSON text, or `NotSerialisableError` naming `what` and the reason.
 
     NaN and infinities are refused: they are not JSON and other languages could not read them back.
     """
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise NotSerialisableError(f"{what} is not JSON-serialisable: {exc}") from exc
 
@@ -96,8 +100,13 @@ def decode_json(text: str) -> Any:
 
 
 def new_event_id() -> str:
-    """A fresh, globally unique event id."""
-    return uuid.uuid4().hex
+    """A fresh, globally unique event id: a random (version 4) UUID as 32 hex digits. Made from the
+    random bytes directly: a `uuid.UUID` costs four times as much (measured on an idle process, which
+    is how a lone send finds it), on the way to every event's ingest."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 def stamp_event(event: Event) -> Event:

@@ -380,8 +380,7 @@ class Worker:
             return
         runner = asyncio.current_task()
         assert runner is not None
-        heartbeat = asyncio.create_task(self._heartbeat(execution, runner),
-                                        name=f"sdk_python lease {item.run_id}")
+        heartbeat = _Heartbeat(execution, runner)
         logger.info("run %s: executing %s (attempt %d, %d step(s) recorded)", item.run_id, fn.id,
                     item.attempt, len(item.steps))
         try:
@@ -396,7 +395,7 @@ class Worker:
         except RunStopped as stop:
             logger.info("run %s: execution ended (%s)", item.run_id, stop)
         finally:
-            heartbeat.cancel()
+            heartbeat.stop()
 
     async def _invoke(
         self, fn: Function, execution: RunExecution, item: pb.WorkItem
@@ -431,17 +430,45 @@ class Worker:
         return pb.CompleteStepRequest(run_completed=pb.RunCompleted(output_json=output),
                                       started_unix_ms=started, ended_unix_ms=now_ms())
 
-    async def _heartbeat(self, execution: RunExecution, runner: asyncio.Task[None]) -> None:
+
+
+class _Heartbeat:
+    """Extends a run's lease every third of the lease while the run executes; a lost lease cancels
+    the run's task. A timer until a beat is due, and a task only for the ExtendLease call: most
+    runs end before their first beat, and starting a task per run (then its first step, then its
+    cancellation) was a cost on the way to every run's first step."""
+
+    def __init__(self, execution: RunExecution, runner: asyncio.Task[None]) -> None:
         # The lease length is estimated once, at hand-out, and clamped so a skewed clock can neither
         # flood the orchestrator with extensions nor let the lease lapse for long.
         lease_ms = min(max(execution.lease_remaining_ms(), 1_500), 300_000)
-        interval = lease_ms / 3 / 1000
-        while True:
-            await asyncio.sleep(interval)
-            await execution.extend_lease()
-            if execution.abandoned is not None:
-                runner.cancel()
-                return
+        self._interval = lease_ms / 3 / 1000
+        self._execution = execution
+        self._runner = runner
+        self._loop = execution.loop
+        self._beat: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(self._interval, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        self._beat = self._loop.create_task(self._extend(), name=f"sdk_python lease {self._execution.run_id}")
+
+    async def _extend(self) -> None:
+        await self._execution.extend_lease()
+        self._beat = None
+        if self._execution.abandoned is not None:
+            self._runner.cancel()
+            return
+        self._timer = self._loop.call_later(self._interval, self._due)
+
+    def stop(self) -> None:
+        """No more beats; an ExtendLease in flight is cancelled."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
 
 
 def _log_outcome(run_id: str, request: pb.CompleteStepRequest) -> None:

@@ -85,17 +85,17 @@ def json_value(value: str, field: str, max_bytes: int = limits.MAX_JSON_BYTES) -
     """Required JSON text, returned in its stored form (``json.dumps(json.loads(x))``)."""
     if value == "":
         raise _fail(field, "required (JSON text; use null for no value)")
-    _json_text(value, field, max_bytes)
-    return matching.normalize_output(value)
+    return matching.stored_json(_json_text(value, field, max_bytes))
 
 
 def json_object(value: str, field: str) -> str:
     """JSON object text; empty means {}."""
     if value == "":
         return "{}"
-    if not isinstance(_json_text(value, field), dict):
+    parsed = _json_text(value, field)
+    if not isinstance(parsed, dict):
         raise _fail(field, "must be a JSON object")
-    return matching.normalize_output(value)
+    return matching.stored_json(parsed)
 
 
 def event(msg: pb.Event, field: str, lim: limits.Limits = limits.DEFAULT_LIMITS) -> NewEvent:

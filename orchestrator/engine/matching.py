@@ -29,14 +29,26 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every parse: ``json.loads`` with an option builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_json(text: str) -> Any:
     """Parses strict JSON (no NaN or Infinity); raises ValueError."""
-    return json.loads(text, parse_constant=_reject_constant)
+    if text.startswith("\ufeff"):  # as json.loads does: a BOM is not JSON
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
+def stored_json(value: Any) -> str:
+    """The form in which step and run outputs (and event data) are stored and returned, from their
+    parsed value: ``json.dumps``."""
+    return json.dumps(value)
 
 
 def normalize_output(text: str) -> str:
     """The form in which step and run outputs are stored and returned: ``json.dumps(json.loads(x))``."""
-    return json.dumps(parse_json(text))
+    return stored_json(parse_json(text))
 
 
 def _normalize(value: Any) -> Any:

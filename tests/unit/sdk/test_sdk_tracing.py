@@ -63,3 +63,34 @@ def test_the_first_attempt_of_an_execution_is_numbered_after_the_lost_ones() -> 
         assert execution.next_attempt(execution.reach("b", "run")) == 0
     finally:
         loop.close()
+
+
+def test_the_run_parent_is_read_from_the_traceparent_as_opentelemetry_reads_it() -> None:
+    # The SDK parses the W3C header itself (the propagator costs more on a run's first step);
+    # every verdict must be the propagator's.
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    propagator = TraceContextTextMapPropagator()
+    trace_id, span_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    headers = [
+        f"00-{trace_id}-{span_id}-01", f"00-{trace_id}-{span_id}-00", f" 00-{trace_id}-{span_id}-01 ",
+        f"01-{trace_id}-{span_id}-01-later-fields",  # a later version may add fields
+        "", "garbage", f"ff-{trace_id}-{span_id}-01", f"00-{'0' * 32}-{span_id}-01",
+        f"00-{trace_id}-{'0' * 16}-01", f"00-{trace_id}-{span_id}-01-extra",
+        f"00-{trace_id.upper()}-{span_id}-01",
+        f"00-{trace_id}-{span_id}-1", f"00-{trace_id[:-1]}-{span_id}-01",
+    ]
+    valid = 0
+    for header in headers:
+        expected = trace.get_current_span(propagator.extract({"traceparent": header})).get_span_context()
+        parsed = _tracing.run_parent(header)
+        if not expected.is_valid:
+            assert parsed is None, header
+            continue
+        valid += 1
+        assert parsed is not None, header
+        assert (parsed.trace_id, parsed.span_id, parsed.trace_flags, parsed.is_remote) == (
+            expected.trace_id, expected.span_id, expected.trace_flags, expected.is_remote,
+        ), header
+    assert valid == 4
