@@ -214,6 +214,7 @@ def _ours(out: dict[str, Any], args: argparse.Namespace, store: str, pg: str | N
         keys = [f"{tag}bg{i}" for i in range(args.waiting)]
         out["scale_waiting"] = args.waiting
         out["scale_park_seconds"] = ours.park(b, keys, budget=args.park_budget or 300 + args.waiting / 20)
+        _settle_after_parking(pg if store == "postgresql" else None)
         out["scale_rss_bytes"] = b.orch.rss_bytes()
         log("latency and resume with them")
         out["scale_latency"] = ours.first_step_latency(b, args.samples, f"{tag}sl", budget=300)
@@ -234,6 +235,27 @@ def _quiet_disk(work: Path) -> None:
     just written, PostgreSQL's first step and resume p99 reached 54 and 95 ms (10-11 ms when run alone)."""
     for f in work.glob("*.db*"):
         f.unlink(missing_ok=True)
+    os.sync()
+
+
+def _settle_after_parking(pg: str | None) -> None:
+    """After parking the scale shape's runs, the database as it is once they have waited a while, so
+    the shape measures runs that wait rather than the burst that parked them. PostgreSQL: VACUUM
+    ANALYZE (what autovacuum does after that many changes; a server with it off, like the one this
+    was measured on, kept every parked run's dead entry in the claim index: an empty claim read 23
+    pages instead of 2), then CHECKPOINT. Then the page cache is flushed: hundreds of MB the kernel
+    would otherwise write back during the shape, behind which each COMMIT's fsync waits (see
+    ``_quiet_disk``)."""
+    if pg is not None:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(_pg_url(pg, "bench", fresh=False), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("VACUUM ANALYZE"))
+                conn.execute(text("CHECKPOINT"))
+        finally:
+            engine.dispose()
     os.sync()
 
 

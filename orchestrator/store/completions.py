@@ -146,7 +146,7 @@ _BACKLOG = Prepared(
     select(t.events)
     .where(t.events.c.name == bindparam("name"), t.events.c.seq > bindparam("after"))
     .order_by(t.events.c.seq)
-    .limit(SCAN_BATCH)
+    .limit(txn.fixed_limit(SCAN_BATCH))
 )
 _INSERT_WAIT = Prepared(
     insert(t.waits).values(

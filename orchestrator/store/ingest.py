@@ -170,6 +170,8 @@ _RESOLVE_BY_EVENT = Prepared(
 # the name (read after the ingest locks, a statement before: the name lock keeps new waits out until
 # the commit): otherwise the transaction rolls back and runs again without hints. The runs' retries
 # come from the functions table, not from the hint. (Ordered by code point, as Python sorts the hint.)
+# The open-wait probe is an ordered LIMIT 1, not NOT EXISTS: the generic plan of a NOT EXISTS is a
+# sequential scan of waits once statistics show many waits on few names (see postgres._NOTIFY_IF_READY).
 _INGEST_ON_HINTS = Prepared(
     text(
         """
@@ -196,7 +198,8 @@ _INGEST_ON_HINTS = Prepared(
                 AND (SELECT coalesce(jsonb_agg(jsonb_build_array(app_id, function_id)
                         ORDER BY app_id COLLATE "C", function_id COLLATE "C"), '[]')
                      FROM function_triggers WHERE event_name = :name) = CAST(:targets AS jsonb)
-                AND NOT EXISTS (SELECT 1 FROM waits WHERE event_name = :name AND status = :waiting)
+                AND (SELECT 1 FROM waits WHERE event_name = :name AND status = :waiting
+                     ORDER BY match_path LIMIT 1) IS NULL
             THEN 1 ELSE 0 END AS guard
         """
     ).bindparams(

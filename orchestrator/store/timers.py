@@ -14,7 +14,7 @@ from orchestrator.engine.model import (
     TimerResult,
     Wakeups,
 )
-from orchestrator.store import ingest, lost
+from orchestrator.store import ingest, lost, txn
 from orchestrator.store import schema as t
 from orchestrator.store.prepared import Prepared
 from orchestrator.store.txn import Tx
@@ -27,7 +27,7 @@ _DUE_WAITS = Prepared(
     select(_w.c.id, _w.c.run_id, _w.c.step_id)
     .where(text(t.WAIT_OPEN), _w.c.expires_ms <= _NOW)  # literal: the partial index's predicate
     .order_by(_w.c.expires_ms)
-    .limit(TIMER_BATCH)
+    .limit(txn.fixed_limit(TIMER_BATCH))
     # Another replica firing the same timers takes other rows instead of queueing behind ours
     # (resolve_wait's conditional update would make it a no-op anyway: fired at most once).
     .with_for_update(skip_locked=True)
@@ -36,7 +36,7 @@ _EXPIRED_LEASES = Prepared(
     select(_r.c.id, _r.c.app_id, _r.c.worker_id, _r.c.retries, _r.c.lost_attempts)
     .where(_r.c.state == RunState.LEASED, _r.c.lease_expires_ms <= _NOW)
     .order_by(_r.c.lease_expires_ms)
-    .limit(TIMER_BATCH)
+    .limit(txn.fixed_limit(TIMER_BATCH))
     .with_for_update(skip_locked=True)
 )
 # The attempt in progress is lost with its worker: it counts (charged to the in-flight step by the
@@ -77,16 +77,16 @@ _NEXT_READY = Prepared(
     select(_r.c.available_at_ms)
     .where(_r.c.state == RunState.READY, _r.c.available_at_ms > _NOW)
     .order_by(_r.c.available_at_ms)
-    .limit(1)
+    .limit(txn.fixed_limit(1))
 )
 _NEXT_LEASE_EXPIRY = Prepared(
     select(_r.c.lease_expires_ms)
     .where(_r.c.state == RunState.LEASED, _r.c.lease_expires_ms.is_not(None))
     .order_by(_r.c.lease_expires_ms)
-    .limit(1)
+    .limit(txn.fixed_limit(1))
 )
 _NEXT_WAIT_TIMEOUT = Prepared(
-    select(_w.c.expires_ms).where(text(t.WAIT_OPEN)).order_by(_w.c.expires_ms).limit(1)
+    select(_w.c.expires_ms).where(text(t.WAIT_OPEN)).order_by(_w.c.expires_ms).limit(txn.fixed_limit(1))
 )
 
 
