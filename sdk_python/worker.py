@@ -431,7 +431,6 @@ class Worker:
                                       started_unix_ms=started, ended_unix_ms=now_ms())
 
 
-
 class _Heartbeat:
     """Extends a run's lease every third of the lease while the run executes; a lost lease cancels
     the run's task. A timer until a beat is due, and a task only for the ExtendLease call: most
