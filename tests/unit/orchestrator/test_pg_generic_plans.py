@@ -116,6 +116,7 @@ def _generic_plan(store: SqlStore, admin: Engine, statement: Prepared, **params:
         conn.exec_driver_sql(f"PREPARE probe AS {sql}")
         plan = "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN EXECUTE probe({arguments})"))
         conn.exec_driver_sql("DEALLOCATE probe")
+        conn.exec_driver_sql("RESET plan_cache_mode")
     return plan
 
 
@@ -126,6 +127,7 @@ def _generic_plans_used(store: SqlStore, admin: Engine, statement: Prepared, **p
     transaction is rolled back here, as psycopg deallocates every prepared statement after one.)"""
     sql, arguments = _prepared_text(store, statement, params)
     with admin.connect() as conn:
+        conn.exec_driver_sql("SET plan_cache_mode = auto")  # PostgreSQL's default, the store's
         conn.exec_driver_sql(f"PREPARE probe AS {sql}")
         for _ in range(10):
             conn.exec_driver_sql(f"EXECUTE probe({arguments})")
