@@ -11,8 +11,9 @@ they run depends on the store (``Store.inline``). SQLite's are short local trans
 right on the event loop, which also serialises wait registration against event ingest; handing
 them to a thread would cost more than the transaction (a thread hop, and the GIL passed back and
 forth while the loop serves RPCs). Only reads that may be long (GetRun, ListRuns) go to a thread
-with a connection of their own. PostgreSQL's calls wait on the network, so they run in a pool of
-threads, one group per connection.
+with a connection of their own. PostgreSQL's calls wait on the network: its group commits run on the
+loop too, each in a greenlet that awaits the server (``Store.cooperative``), and its reads in a pool
+of threads.
 """
 
 from __future__ import annotations
@@ -103,8 +104,7 @@ class Orchestrator:
         return self._store
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Runs a store call and returns once it is committed: in the next group commit for an
-        inline store, else in the store's thread pool."""
+        """Runs a store call and returns once it is committed, in the next group commit."""
         return await self._commits.submit(functools.partial(fn, *args, **kwargs))
 
     def _observed(self, call: Callable[[], T], observe: Callable[[T], None]) -> asyncio.Future[T]:
@@ -296,5 +296,6 @@ class Orchestrator:
             await asyncio.gather(*self._background, return_exceptions=True)
         # Before the store closes: pending hooks may still read runs.
         await self.observer.close()
+        await self._commits.drain()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
         self._store.close()

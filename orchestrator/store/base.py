@@ -36,13 +36,21 @@ class Store(Protocol):
         ...
 
     @property
+    def cooperative(self) -> bool:
+        """True when, not ``inline``, a group commit can run on the event loop in a greenlet
+        (``sqlalchemy.util.concurrency.greenlet_spawn``) and await the database there instead of
+        blocking a thread (PostgreSQL, ``postgres.LoopConnection``)."""
+        ...
+
+    @property
     def inline_reads(self) -> bool:
         """With ``inline``: whether reads (``get_run``, ``list_runs``) must run inline too (one
         shared in-memory connection); otherwise they may run on another thread, concurrently."""
         ...
 
     def grouped(self) -> AbstractContextManager[None]:
-        """Group commit: the calls made inside, on this thread, share one transaction, committed at
+        """Group commit: the calls made inside, in this context (a thread, or a greenlet on the loop),
+        share one transaction, committed at
         the exit. When the commit fails it raises, and none of the calls took effect. Inline stores
         run each call in a savepoint (a call that raises leaves nothing behind); others raise
         ``GroupAborted`` from a failing call and roll the whole group back."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +21,10 @@ READ_ONLY = "orchestrator_read_only"
 # (``pipelines``): as many as group commits run at once (``commits.GROUPS_IN_FLIGHT``). The
 # dialect's pool must have room for them beside one connection per store thread.
 IDLE_WRITERS = 2
+# Where a group commit runs on the event loop (``cooperative``): until this instant (time.monotonic()
+# seconds) its waits for the server may block the loop rather than await; past it they await. Set
+# by ``commits.GroupCommitter`` for a group that starts while no other runs (see there); 0: never.
+BLOCK_LOOP_UNTIL: contextvars.ContextVar[float] = contextvars.ContextVar("block_loop_until", default=0.0)
 
 
 class Dialect(Protocol):
@@ -30,6 +35,9 @@ class Dialect(Protocol):
     max_concurrency: int
     # True: write transactions are short and local, and run on the caller's thread (see ``Store.inline``).
     inline: bool
+    # True: the driver's waits for the server can be awaited on the event loop, from a greenlet
+    # (see ``Store.cooperative``).
+    cooperative: bool
     # True: the driver can pipeline statements (send several, wait once): ``Prepared.run_later``.
     pipelines: bool
 

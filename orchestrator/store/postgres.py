@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
-from psycopg import generators, pq, sql
+from psycopg import generators, pq, sql, waiting
 from psycopg._queries import (
     MAX_CACHED_STATEMENT_LENGTH,
     MAX_CACHED_STATEMENT_PARAMS,
     PostgresQuery,
     _query2pg_nocache,
 )
+from psycopg.abc import PQGen
 from psycopg.adapt import Transformer
 from sqlalchemy import Connection, Engine, Executable, Table, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from orchestrator import errors
 from orchestrator.engine.model import RunState
-from orchestrator.store.dialect import IDLE_WRITERS
+from orchestrator.store.dialect import BLOCK_LOOP_UNTIL, IDLE_WRITERS
 from orchestrator.store.prepared import Prepared
 
 if TYPE_CHECKING:
@@ -153,6 +157,10 @@ class PostgresDialect:
     # Every statement is a network round trip: transactions run in a thread pool, never on the loop,
     # and writes whose results nobody reads travel in a pipeline with the next statement.
     inline = False
+    # Group commits run on the event loop and await the server there (``LoopConnection``): handing
+    # a lone call to a thread and its outcome back to the loop woke two idle cores (measured, paired:
+    # 0.3 ms of a first step, 0.5 of a resume). Reads still go to threads.
+    cooperative = True
     pipelines = True
 
     def __init__(self, *, pool_size: int | None = None) -> None:
@@ -180,6 +188,7 @@ class PostgresDialect:
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "prepare_threshold": None},
         )
         event.listen(engine, "checkout", _discard_if_closed)
+        event.listen(engine, "do_connect", _connect)
         return engine
 
     def pipeline(self, driver_connection: Any, statements: list[tuple[str, Any]]) -> list[Any]:
@@ -270,6 +279,62 @@ class PostgresDialect:
 
     def hint_was_stale(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) == HINT_STALE_SQLSTATE
+
+
+RV = Any
+
+
+class LoopConnection(psycopg.Connection[Any]):
+    """A psycopg connection that waits for the server on the event loop when it is used from a
+    greenlet there (a group commit, ``commits.GroupCommitter``, run by SQLAlchemy's
+    ``greenlet_spawn``): every wait of the driver (a pipeline's send and reads, BEGIN, COMMIT) is
+    awaited, so the loop serves RPCs meanwhile; or, until ``BLOCK_LOOP_UNTIL``, blocks it (a lone
+    group on an idle loop: see ``commits``). Used from a thread, it blocks that thread as any
+    connection does."""
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        if not in_greenlet():
+            return super().wait(gen, interval, timeout)
+        until = BLOCK_LOOP_UNTIL.get()
+        if until and timeout is None and (left := until - time.monotonic()) > 0:
+            last: list[Any] = []
+            tracked = _tracked(gen, last)
+            try:
+                return super().wait(tracked, interval, left)
+            except psycopg.errors._WaitTimeout:
+                gen = _resumed(tracked, last[0])  # out of time: the rest is awaited
+        return await_(waiting.wait_async(gen, self.pgconn.socket, interval=interval, timeout=timeout))
+
+
+def _tracked(gen: PQGen[RV], last: list[Any]) -> PQGen[RV]:
+    """``gen``, keeping in ``last`` what it waits for now (to go on with it elsewhere)."""
+    try:
+        state = next(gen)
+        while True:
+            last[:] = [state]
+            ready = yield state
+            state = gen.send(ready)
+    except StopIteration as done:
+        return cast(RV, done.value)
+
+
+def _resumed(gen: PQGen[RV], state: Any) -> PQGen[RV]:
+    """``gen`` continued from where it waits for ``state``, for a waiter that starts it afresh."""
+    while True:
+        ready = yield state
+        try:
+            state = gen.send(ready)
+        except StopIteration as done:
+            return cast(RV, done.value)
+
+
+def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> LoopConnection:
+    """The pool's new connections are ``LoopConnection``s. One asked for on the loop (a group
+    commit's) is made in a thread: connecting blocks (up to ``CONNECT_TIMEOUT_S``)."""
+    connect = functools.partial(LoopConnection.connect, *cargs, **cparams)
+    if in_greenlet():
+        return await_(asyncio.get_running_loop().run_in_executor(None, connect))
+    return connect()
 
 
 def _read_clock_us(conn: Connection) -> int:
@@ -421,6 +486,24 @@ class _Rows:
         return rest
 
 
+def _round_trip(pgconn: pq.abc.PGconn, commands: int) -> PQGen[list[list[pq.abc.PGresult]]]:
+    """Sends what the pipeline holds and reads a result list per command, then the Sync's: one
+    wait of the driver for the whole round trip (each wait is a call through the connection, and
+    after an idle gap every call counts). An empty read means libpq gave up on the connection (it
+    would return nothing forever)."""
+    yield from generators.send(pgconn)
+    results: list[list[pq.abc.PGresult]] = []
+    for _ in range(commands):
+        got = yield from generators.fetch_many(pgconn)
+        if not got or got[0].status == pq.ExecStatus.PIPELINE_SYNC:
+            raise psycopg.OperationalError("lost synchronization with the server in a pipeline")
+        results.append(got)
+    got = yield from generators.fetch_many(pgconn)
+    if not got or got[0].status != pq.ExecStatus.PIPELINE_SYNC:
+        raise psycopg.OperationalError("lost synchronization with the server in a pipeline")
+    return results
+
+
 def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) -> list[Any]:
     """Sends ``statements`` through libpq in one pipeline: each one's Parse (the first time on this
     connection) and Bind/Execute go into libpq's buffer, then one Sync and a flush; the results
@@ -453,7 +536,6 @@ def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) 
     slots: list[tuple[Any, bytes] | None] = []
     parsing: dict[Any, bytes] = {}  # Parses queued in this pipeline
     conn.wait(conn._start_query())  # the driver's own BEGIN, where it begins transactions itself
-    results: list[list[pq.abc.PGresult]] = []
     try:
         pgconn.enter_pipeline_mode()
         for text_, query, params, types, formats in converted:
@@ -469,17 +551,7 @@ def _pipeline(conn: psycopg.Connection[Any], statements: list[tuple[str, Any]]) 
                 pgconn.send_query_prepared(name, params, param_formats=formats)
             slots.append(None)
         pgconn.pipeline_sync()
-        conn.wait(generators.send(pgconn))
-        # Exactly one result list per command, then the Sync's: an empty read means libpq gave up
-        # on the connection (it would return nothing forever).
-        for _ in slots:
-            got = conn.wait(generators.fetch_many(pgconn))
-            if not got or got[0].status == pq.ExecStatus.PIPELINE_SYNC:
-                raise psycopg.OperationalError("lost synchronization with the server in a pipeline")
-            results.append(got)
-        got = conn.wait(generators.fetch_many(pgconn))
-        if not got or got[0].status != pq.ExecStatus.PIPELINE_SYNC:
-            raise psycopg.OperationalError("lost synchronization with the server in a pipeline")
+        results = conn.wait(_round_trip(pgconn, len(slots)))
         pgconn.exit_pipeline_mode()
     except BaseException:
         conn.close()

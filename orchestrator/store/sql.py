@@ -15,6 +15,7 @@ Decisions (retries, transitions, matching) come from ``orchestrator.engine``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -124,8 +125,12 @@ class SqlStore:
         # 0.35-0.45 ms of Python per transaction on 2 cores (measured after an idle gap).
         self._idle_writers: list[Connection] = []
         self._idle_writers_lock = threading.Lock()
-        # The group commit (``grouped``) open on each thread, whose transaction its calls join.
-        self._local = threading.local()
+        # The group commit (``grouped``) open in each context, whose transaction its calls join: per
+        # thread, and per greenlet where a group runs on the event loop (``cooperative``; each group
+        # is a task of its own there, with a context of its own).
+        self._group: contextvars.ContextVar[_Group | None] = contextvars.ContextVar(
+            "orchestrator_store_group", default=None
+        )
 
     @property
     def max_concurrency(self) -> int:
@@ -134,6 +139,10 @@ class SqlStore:
     @property
     def inline(self) -> bool:
         return self._dialect.inline
+
+    @property
+    def cooperative(self) -> bool:
+        return self._dialect.cooperative
 
     @property
     def inline_reads(self) -> bool:
@@ -252,8 +261,8 @@ class SqlStore:
                 writer.close()
 
     def _run(self, work: Callable[[Tx], T], *, read_only: bool = False) -> T:
-        group: _Group | None = getattr(self._local, "group", None)
-        if group is not None:  # inside ``grouped()`` on this thread: join its transaction
+        group = self._group.get()
+        if group is not None:  # inside ``grouped()`` in this context: join its transaction
             try:
                 return group.run(work)
             except DBAPIError as exc:
@@ -320,7 +329,7 @@ class SqlStore:
 
     @contextlib.contextmanager
     def grouped(self) -> Iterator[None]:
-        """Group commit: the store calls made inside, on this thread, share one transaction,
+        """Group commit: the store calls made inside, in this context, share one transaction,
         committed at the exit. If the commit fails the error propagates and none of the calls took
         effect (so no caller may be told it did). Not reentrant.
 
@@ -331,17 +340,17 @@ class SqlStore:
 
         Why: a commit writes (SQLite: to the WAL, every page the transaction touched; PostgreSQL:
         and flushes) once per transaction; completions of many runs touch the same few pages."""
-        if getattr(self._local, "group", None) is not None:
+        if self._group.get() is not None:
             raise RuntimeError("grouped() is not reentrant")
         lock = self._writer_lock if self._dialect.inline else contextlib.nullcontext()
         try:
             with lock, self._connection(read_only=False) as conn, conn.begin():
                 group = _Group(self._tx(conn, read_only=False), savepoints=self._dialect.inline)
-                self._local.group = group
+                token = self._group.set(group)
                 try:
                     yield
                 finally:
-                    self._local.group = None
+                    self._group.reset(token)
                 if group.broken:
                     # Raised inside the transaction: it rolls back, partial work included.
                     raise errors.StoreUnavailable("database unavailable: a group commit was rolled back")
@@ -364,9 +373,9 @@ class SqlStore:
         group.tx.flush_logs()
 
     def next_call_is_last(self, last: bool) -> None:
-        """Inside ``grouped()``: whether the next call on this thread is the group's last (its
+        """Inside ``grouped()``: whether the next call in this context is the group's last (its
         final statement may then carry the COMMIT, where the dialect pipelines)."""
-        group: _Group | None = getattr(self._local, "group", None)
+        group = self._group.get()
         if group is not None:
             group.tx.last_call = last
 

@@ -153,6 +153,7 @@ class SqliteDialect:
     name = "sqlite"
     max_concurrency = 1
     inline = True
+    cooperative = False
     pipelines = False  # in-process: there is no round trip to save
 
     def __init__(self) -> None:

@@ -1,6 +1,6 @@
 """Group commit on a real store: ``SqlStore.grouped()`` and ``commits.GroupCommitter`` driving it
-from an asyncio loop, on SQLite (inline, a savepoint per call) and PostgreSQL (groups in the store's
-threads, a failing call replays the group call by call).
+from an asyncio loop, on SQLite (inline, a savepoint per call) and PostgreSQL (groups on the loop in
+greenlets that await the server, a failing call replays the group call by call).
 
 What they promise: the calls of a group commit together and nothing of them is seen before; a call
 that raises (on PostgreSQL, also one whose connection dies under it) fails alone and leaves nothing
@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
-from orchestrator import errors
+from orchestrator import commits, errors
 from orchestrator.commits import GroupCommitter
 from orchestrator.engine.model import (
     ClaimResult,
@@ -34,7 +34,7 @@ from orchestrator.engine.model import (
     StepOutput,
     WorkItem,
 )
-from orchestrator.store import ingest
+from orchestrator.store import ingest, postgres
 from orchestrator.store.base import GroupAborted
 from orchestrator.store.sql import MAX_TX_ATTEMPTS, SqlStore
 from orchestrator.wakeups import Subscription, WorkSignals
@@ -258,7 +258,7 @@ async def test_a_call_whose_caller_went_away_before_its_group_started_is_skipped
     assert committed_event_ids(observer) == {"e-kept"}
 
 
-@pytest.mark.postgres_only("only a threaded store has groups in flight while calls queue")
+@pytest.mark.postgres_only("only a networked store has groups in flight while calls queue")
 async def test_calls_queued_behind_a_running_group_form_the_next_group_without_cancelled_callers(
     store: SqlStore, committer: GroupCommitter, observer: Engine
 ) -> None:
@@ -520,3 +520,47 @@ async def test_a_handed_off_claim_fails_with_the_commit_of_its_group(
         assert parked.handed() is None
     assert abandoned == []
     assert committed_event_ids(observer) == set()
+
+
+# -- groups on the loop (PostgreSQL: Store.cooperative) ---------------------------------------------
+
+
+@pytest.mark.postgres_only("only PostgreSQL's groups run on the loop in a greenlet and wait on a network")
+async def test_a_lone_group_that_waits_for_a_lock_stops_blocking_the_loop_after_its_budget(
+    store: SqlStore, committer: GroupCommitter, observer: Engine, admin: Engine
+) -> None:
+    """A lone group on an idle loop starts at once and may block the loop while it waits for the
+    server, but only for ``BLOCKING_BUDGET_S``: one that waits longer (here, for the ingest lock that
+    another session holds) goes on as a task, and the loop serves everything else meanwhile."""
+    assert store.cooperative
+    register(store)
+    release = threading.Event()
+
+    def hold_the_ingest_lock(held: threading.Event) -> None:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": postgres.EVENTS_LOCK_KEY})
+            held.set()
+            release.wait(timeout=10)  # a loop blocked for good cannot set it: the test then fails
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": postgres.EVENTS_LOCK_KEY})
+
+    held = threading.Event()
+    holder = threading.Thread(target=hold_the_ingest_lock, args=(held,))
+    holder.start()
+    try:
+        assert await asyncio.to_thread(held.wait, 10)
+        await asyncio.sleep(2 * commits.IDLE_BEFORE_BLOCKING_S)  # the loop is idle: the group starts at once
+        sent = committer.submit(lambda: send(store, "e-locked"))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.sleep(0.05)
+        served_after = loop.time() - started
+        assert not sent.done(), "the group did not wait for the lock"
+        # Blocked until the holder gives up (10 s), the sleep would have taken that long.
+        assert served_after < 2.0, f"the loop was blocked for {served_after:.2f}s"
+        release.set()
+        result = await asyncio.wait_for(sent, timeout=30)
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 30)
+    assert len(result.run_ids) == 1
+    assert committed_event_ids(observer) == {"e-locked"}
