@@ -32,7 +32,8 @@ class Store(Protocol):
     def inline(self) -> bool:
         """True when the store's calls are short local transactions that callers run on their own
         thread, one at a time (SQLite: a thread hop costs more than the transaction); False when they
-        wait on a network and belong in a pool of ``max_concurrency`` threads (PostgreSQL)."""
+        wait on a network (PostgreSQL): its reads run in a pool of ``max_concurrency`` threads, and
+        its group commits there too unless ``cooperative``."""
         ...
 
     @property
@@ -49,11 +50,11 @@ class Store(Protocol):
         ...
 
     def grouped(self) -> AbstractContextManager[None]:
-        """Group commit: the calls made inside, in this context (a thread, or a greenlet on the loop),
-        share one transaction, committed at
-        the exit. When the commit fails it raises, and none of the calls took effect. Inline stores
-        run each call in a savepoint (a call that raises leaves nothing behind); others raise
-        ``GroupAborted`` from a failing call and roll the whole group back."""
+        """Group commit: the calls made inside, in this context (a thread, or a group's greenlet on
+        the loop), share one transaction, committed at the exit. When the commit fails it raises,
+        and none of the calls took effect. Inline stores run each call in a savepoint (a call that
+        raises leaves nothing behind); others raise ``GroupAborted`` from a failing call and roll
+        the whole group back."""
         ...
 
     def next_call_is_last(self, last: bool) -> None:
