@@ -5,8 +5,10 @@
 
 For each store: session A (fresh database; an orchestrator process and a worker process) measures
 throughput, first-step latency, resume latency, idle memory and ingest; session B (another fresh
-database) parks `--waiting` runs in wait_for_event and measures latency, resume and memory again. Then the
-same shapes run on DBOS in a subprocess (`bench.dbos_side`). One table per store; JSON with everything.
+database) parks `--waiting` runs in wait_for_event and measures latency, resume and memory again,
+its samples alternating with those of a session beside it where nothing waits (the ratio of the
+two is the scale target's). Then the same shapes run on DBOS in a subprocess (`bench.dbos_side`).
+One table per store; JSON with everything.
 """
 
 from __future__ import annotations
@@ -168,11 +170,11 @@ def _pg_url(admin: str, database: str, fresh: bool = True) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
-def _db_url(store: str, pg: str | None, work: Path, name: str) -> str:
+def _db_url(store: str, pg: str | None, work: Path, name: str, pg_database: str = "bench") -> str:
     if store == "sqlite":
         return f"sqlite:///{work / (name + '.db')}"
     assert pg is not None
-    return _pg_url(pg, "bench")
+    return _pg_url(pg, pg_database)
 
 
 # -- our side ---------------------------------------------------------------------------------------
@@ -209,6 +211,7 @@ def _ours(out: dict[str, Any], args: argparse.Namespace, store: str, pg: str | N
     _quiet_disk(work)
     b = ours.start_session(procs, f"{tag}-b", _db_url(store, pg, work, f"{tag}-b"), marks, args.workers,
                            args.concurrency)
+    base: ours.Session | None = None
     try:
         log(f"parking {args.waiting} runs in wait_for_event")
         keys = [f"{tag}bg{i}" for i in range(args.waiting)]
@@ -216,9 +219,16 @@ def _ours(out: dict[str, Any], args: argparse.Namespace, store: str, pg: str | N
         out["scale_park_seconds"] = ours.park(b, keys, budget=args.park_budget or 300 + args.waiting / 20)
         _settle_after_parking(pg if store == "postgresql" else None)
         out["scale_rss_bytes"] = b.orch.rss_bytes()
-        log("latency and resume with them")
-        out["scale_latency"] = ours.first_step_latency(b, args.samples, f"{tag}sl", budget=300)
-        out["scale_resume"] = ours.resume_latency(b, args.samples, f"{tag}sr", budget=300)
+        # The baseline: a third session with no run waiting, beside this one, sampled in alternation
+        # with it. Shapes (2) and (3) above ran minutes earlier, and this box's phases move a p50 by
+        # more than the 20% the comparison is about.
+        base = ours.start_session(procs, f"{tag}-base", _db_url(store, pg, work, f"{tag}-base", "bench_base"),
+                                  marks, args.workers, args.concurrency)
+        log("latency and resume with them, alternating with a session where none wait")
+        out["scale_latency"], out["scale_base_latency"] = ours.first_step_latencies(
+            [b, base], args.samples, f"{tag}sl", budget=600)
+        out["scale_resume"], out["scale_base_resume"] = ours.resume_latencies(
+            [b, base], args.samples, f"{tag}sr", budget=600)
         out["scale_rss_after_bytes"] = b.orch.rss_bytes()
     except BenchError as exc:
         # The scale shape is the long one: report its failure and go on with DBOS and the next store.
@@ -226,6 +236,8 @@ def _ours(out: dict[str, Any], args: argparse.Namespace, store: str, pg: str | N
         out.setdefault("errors", {})["scale"] = str(exc)
     finally:
         _stop_session(procs, b)
+        if base is not None:
+            _stop_session(procs, base)
 
 
 def _quiet_disk(work: Path) -> None:
@@ -425,8 +437,14 @@ def rows(entry: dict[str, Any], args: argparse.Namespace) -> list[Row]:
          _get(o, "ingest_triggered", "events_per_s"), _get(d, "ingest_triggered", "events_per_s"), True),
         (f"event -> first step p50, ms, {wait_label}", _get(o, "scale_latency", "p50_ms"),
          _get(d, "scale_latency", "p50_ms"), False),
+        ("  the same, none waiting, samples alternated with the row above",
+         _get(o, "scale_base_latency", "p50_ms"), None, False),
+        ("  ratio, with them / none waiting", _ratio(o, "scale_latency", "scale_base_latency"), None, False),
         (f"resume after wait p50, ms, {wait_label}", _get(o, "scale_resume", "p50_ms"),
          _get(d, "scale_resume", "p50_ms"), False),
+        ("  the same, none waiting, samples alternated with the row above",
+         _get(o, "scale_base_resume", "p50_ms"), None, False),
+        ("  ratio, with them / none waiting", _ratio(o, "scale_resume", "scale_base_resume"), None, False),
         ("resident memory idle, MB (DBOS: its whole process)", mem(_get(o, "rss_idle_bytes")),
          mem(_get(d, "rss_idle_bytes")), False),
         (f"resident memory, MB, {wait_label}", mem(_get(o, "scale_rss_after_bytes")),
@@ -434,6 +452,11 @@ def rows(entry: dict[str, Any], args: argparse.Namespace) -> list[Row]:
         ("parking rate, runs brought to their wait per s", _rate(n, _get(o, "scale_park_seconds")),
          _rate(dn, _get(d, "scale_park_seconds")), True),
     ]
+
+
+def _ratio(o: dict[str, Any] | None, scale: str, base: str) -> float | None:
+    with_them, without = _get(o, scale, "p50_ms"), _get(o, base, "p50_ms")
+    return None if with_them is None or not without else with_them / without
 
 
 def _rate(n: int | None, seconds: float | None) -> float | None:

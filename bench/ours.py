@@ -105,17 +105,32 @@ def throughput(s: Session, runs: int, steps: int, tag: str, budget: float,
 
 def first_step_latency(s: Session, samples: int, tag: str, budget: float) -> dict[str, Any]:
     """SendEvent -> the first step's body starts, sequential samples on an idle long-polling worker."""
+    return first_step_latencies([s], samples, tag, budget)[0]
+
+
+def first_step_latencies(sessions: list[Session], samples: int, tag: str,
+                         budget: float) -> list[dict[str, Any]]:
+    """`first_step_latency` of several sessions at once, one summary each. Their samples alternate
+    (one from each session per round, the order flipped every round), so the summaries are paired:
+    the box's faster and slower phases, which move a p50 by a millisecond within minutes here, fall
+    on every session alike. That is how the scale shape compares 100,000 waiting runs with none."""
     left = _deadline(budget)
-    ms: list[float] = []
+    ms: list[list[float]] = [[] for _ in sessions]
     for i in range(-_warmup(samples), samples):
-        key = f"{tag}{i}"
-        time.sleep(IDLE_GAP_S)
-        t0 = time.time_ns()
-        s.send([Event(name="bench/first", data={"k": key})])
-        t1 = s.marks.wait("first", key, timeout=min(left(), 30))
-        if i >= 0:
-            ms.append((t1 - t0) / 1e6)
-    return latency_summary(ms)
+        for j in _round_order(len(sessions), i):
+            key = f"{tag}{j}-{i}"
+            time.sleep(IDLE_GAP_S)
+            t0 = time.time_ns()
+            sessions[j].send([Event(name="bench/first", data={"k": key})])
+            t1 = sessions[j].marks.wait("first", key, timeout=min(left(), 30))
+            if i >= 0:
+                ms[j].append((t1 - t0) / 1e6)
+    return [latency_summary(m) for m in ms]
+
+
+def _round_order(sessions: int, i: int) -> list[int]:
+    order = list(range(sessions))
+    return order if i % 2 == 0 else order[::-1]
 
 
 def grpc_floor(s: Session, samples: int, budget: float) -> dict[str, Any]:
@@ -155,18 +170,27 @@ def park(s: Session, keys: list[str], budget: float, batch: int = 1000) -> float
 
 def resume_latency(s: Session, samples: int, tag: str, budget: float) -> dict[str, Any]:
     """SendEvent of the matching event -> the code after wait_for_event starts, sequentially."""
+    return resume_latencies([s], samples, tag, budget)[0]
+
+
+def resume_latencies(sessions: list[Session], samples: int, tag: str,
+                     budget: float) -> list[dict[str, Any]]:
+    """`resume_latency` of several sessions, samples alternating as in `first_step_latencies`."""
     left = _deadline(budget)
-    keys = [f"{tag}{i}" for i in range(-_warmup(samples), samples)]
-    park(s, keys, budget=min(left(), 120))
-    ms: list[float] = []
-    for i, key in zip(range(-_warmup(samples), samples), keys, strict=True):
-        time.sleep(IDLE_GAP_S)
-        t0 = time.time_ns()
-        s.send([Event(name="bench/resume", data={"k": key})])
-        t1 = s.marks.wait("resumed", key, timeout=min(left(), 30))
-        if i >= 0:
-            ms.append((t1 - t0) / 1e6)
-    return latency_summary(ms)
+    rounds = range(-_warmup(samples), samples)
+    for j, s in enumerate(sessions):
+        park(s, [f"{tag}{j}-{i}" for i in rounds], budget=min(left(), 120))
+    ms: list[list[float]] = [[] for _ in sessions]
+    for i in rounds:
+        for j in _round_order(len(sessions), i):
+            key = f"{tag}{j}-{i}"
+            time.sleep(IDLE_GAP_S)
+            t0 = time.time_ns()
+            sessions[j].send([Event(name="bench/resume", data={"k": key})])
+            t1 = sessions[j].marks.wait("resumed", key, timeout=min(left(), 30))
+            if i >= 0:
+                ms[j].append((t1 - t0) / 1e6)
+    return [latency_summary(m) for m in ms]
 
 
 def ingest(s: Session, events: int, name: str, budget: float, batch: int = 100) -> dict[str, Any]:

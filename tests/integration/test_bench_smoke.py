@@ -15,7 +15,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 OURS_RATES = ("throughput.steps_per_s", "ingest_no_trigger.events_per_s", "ingest_triggered.events_per_s")
-LATENCIES = ("latency", "grpc_floor", "resume", "scale_latency", "scale_resume")
+LATENCIES = ("latency", "grpc_floor", "resume", "scale_latency", "scale_resume", "scale_base_latency",
+             "scale_base_resume")
 DBOS_RATES = ("throughput.steps_per_s", "ingest_triggered.events_per_s")
 DBOS_LATENCIES = ("latency", "latency_default_polling", "resume", "scale_latency", "scale_resume")
 
@@ -46,6 +47,7 @@ def test_bench_quick_writes_every_metric(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| metric" in proc.stdout and "throughput" in proc.stdout
+    assert proc.stdout.count("ratio, with them / none waiting") == 2, proc.stdout
 
     results = json.loads(out.read_text())
     # dbos is in the dev extra, so the DBOS side runs here; outside the suite the bench runs without it.
