@@ -114,15 +114,21 @@ def first_step_latencies(sessions: list[Session], samples: int, tag: str,
     (one from each session per round, the order flipped every round), so the summaries are paired:
     the box's faster and slower phases, which move a p50 by a millisecond within minutes here, fall
     on every session alike. That is how the scale shape compares 100,000 waiting runs with none."""
-    left = _deadline(budget)
+    return _alternated(sessions, samples, tag, "bench/first", "first", _deadline(budget))
+
+
+def _alternated(sessions: list[Session], samples: int, tag: str, event: str, mark: str,
+                left: Callable[[], float]) -> list[dict[str, Any]]:
+    """Sequential samples, alternating between sessions: SendEvent of `event` with the sample's key
+    -> the worker's `mark` for that key."""
     ms: list[list[float]] = [[] for _ in sessions]
     for i in range(-_warmup(samples), samples):
         for j in _round_order(len(sessions), i):
             key = f"{tag}{j}-{i}"
             time.sleep(IDLE_GAP_S)
             t0 = time.time_ns()
-            sessions[j].send([Event(name="bench/first", data={"k": key})])
-            t1 = sessions[j].marks.wait("first", key, timeout=min(left(), 30))
+            sessions[j].send([Event(name=event, data={"k": key})])
+            t1 = sessions[j].marks.wait(mark, key, timeout=min(left(), 30))
             if i >= 0:
                 ms[j].append((t1 - t0) / 1e6)
     return [latency_summary(m) for m in ms]
@@ -177,20 +183,9 @@ def resume_latencies(sessions: list[Session], samples: int, tag: str,
                      budget: float) -> list[dict[str, Any]]:
     """`resume_latency` of several sessions, samples alternating as in `first_step_latencies`."""
     left = _deadline(budget)
-    rounds = range(-_warmup(samples), samples)
     for j, s in enumerate(sessions):
-        park(s, [f"{tag}{j}-{i}" for i in rounds], budget=min(left(), 120))
-    ms: list[list[float]] = [[] for _ in sessions]
-    for i in rounds:
-        for j in _round_order(len(sessions), i):
-            key = f"{tag}{j}-{i}"
-            time.sleep(IDLE_GAP_S)
-            t0 = time.time_ns()
-            sessions[j].send([Event(name="bench/resume", data={"k": key})])
-            t1 = sessions[j].marks.wait("resumed", key, timeout=min(left(), 30))
-            if i >= 0:
-                ms[j].append((t1 - t0) / 1e6)
-    return [latency_summary(m) for m in ms]
+        park(s, [f"{tag}{j}-{i}" for i in range(-_warmup(samples), samples)], budget=min(left(), 120))
+    return _alternated(sessions, samples, tag, "bench/resume", "resumed", left)
 
 
 def ingest(s: Session, events: int, name: str, budget: float, batch: int = 100) -> dict[str, Any]:
