@@ -80,7 +80,7 @@ class GroupCommitter:
         self._store = store
         self._executor = executor
         self._inline = store.inline
-        self._cooperative = not store.inline and store.cooperative
+        self._cooperative = store.cooperative  # tested after inline, which runs groups itself
         # The groups running as tasks on the loop (``cooperative``), until they settled.
         self._tasks: set[asyncio.Future[list[Outcome]]] = set()
         # When the last group ended (the loop's clock).

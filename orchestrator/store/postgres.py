@@ -19,7 +19,7 @@ from psycopg._queries import (
     PostgresQuery,
     _query2pg_nocache,
 )
-from psycopg.abc import PQGen
+from psycopg.abc import RV, PQGen
 from psycopg.adapt import Transformer
 from sqlalchemy import Connection, Engine, Executable, Table, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -279,9 +279,6 @@ class PostgresDialect:
 
     def hint_was_stale(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) == HINT_STALE_SQLSTATE
-
-
-RV = Any
 
 
 class LoopConnection(psycopg.Connection[Any]):
