@@ -11,4 +11,7 @@ Layers, outermost first:
 Entry points: ``orchestrator.server.run`` (blocking) and ``orchestrator.server.serve`` (asyncio).
 """
 
+# Before anything imports grpc: the orchestrator polls grpc the way the SDK does (sdk_python._transport).
+from sdk_python import _transport  # noqa: F401
+
 __version__ = "0.1.0"

@@ -16,6 +16,8 @@ client.send_sync(Event(name="demo/hello", data={"name": "Ada"}))   # anywhere
 See docs/execution-model.md for how runs, steps, retries, sleeps and waits behave.
 """
 
+# First: it chooses grpc's I/O engine, which grpc reads when it is imported (see the module).
+from sdk_python import _transport  # noqa: F401
 from sdk_python.client import Client
 from sdk_python.errors import (
     ClientError,
