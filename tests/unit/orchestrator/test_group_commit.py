@@ -39,15 +39,19 @@ from orchestrator.store.base import GroupAborted
 from orchestrator.store.sql import MAX_TX_ATTEMPTS, SqlStore
 from orchestrator.wakeups import Subscription, WorkSignals
 from tests.support.stores import (
+    advisory_lock_waiters,
     cap_database_size,
     commit_breaker,
     committed_event_ids,
     run_row,
+    take_advisory_lock,
     terminate_own_connection,
 )
+from tests.support.waiting import wait_until_async
 
 T0 = 1_800_000_000_000
 LEASE = 30_000
+LOCK_KEY = 7301  # a PostgreSQL advisory lock the tests hold to keep a group's call waiting on the server
 
 
 def register(store: SqlStore) -> None:
@@ -260,28 +264,36 @@ async def test_a_call_whose_caller_went_away_before_its_group_started_is_skipped
 
 @pytest.mark.postgres_only("only a networked store has groups in flight while calls queue")
 async def test_calls_queued_behind_a_running_group_form_the_next_group_without_cancelled_callers(
-    store: SqlStore, committer: GroupCommitter, observer: Engine
+    store: SqlStore, committer: GroupCommitter, observer: Engine, admin: Engine
 ) -> None:
     register(store)
-    release = threading.Event()
     ran: list[str] = []
 
     def blocking() -> None:
         ran.append("blocking")
-        assert release.wait(timeout=30)
+        take_advisory_lock(store, LOCK_KEY)  # waits on the server until the test lets it go
+        send(store, "e-blocking")
 
-    running = committer.submit(blocking)
-    await asyncio.sleep(0)  # the group with the blocking call starts (it takes the only slot)
-    queued = committer.submit(lambda: (ran.append("queued"), send(store, "e-queued")))
-    gone = committer.submit(lambda: (ran.append("gone"), send(store, "e-gone")))
-    seen: dict[str, bool] = {}
-    last = committer.submit(lambda: (ran.append("last"), seen.setdefault("queued answered", queued.done())))
-    gone.cancel()
-    release.set()
-    await settled(running, queued, last)
+    with admin.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
+        running = committer.submit(blocking)  # its group takes the only slot
+        # In flight: awaiting the server, with the loop free to take more calls meanwhile.
+        await wait_until_async(lambda: advisory_lock_waiters(admin, LOCK_KEY) == 1, timeout=30,
+                               message="the group's call to wait for the lock")
+        queued = committer.submit(lambda: (ran.append("queued"), send(store, "e-queued")))
+        gone = committer.submit(lambda: (ran.append("gone"), send(store, "e-gone")))
+        seen: dict[str, bool] = {}
+        last = committer.submit(
+            lambda: (ran.append("last"), seen.setdefault("queued answered", queued.done()))
+        )
+        gone.cancel()
+        assert not running.done()
+        holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+    outcomes = await settled(running, queued, last)
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
     assert ran == ["blocking", "queued", "last"]
     assert seen == {"queued answered": False}  # the queued calls ran as one group
-    assert committed_event_ids(observer) == {"e-queued"}
+    assert committed_event_ids(observer) == {"e-blocking", "e-queued"}
 
 
 async def test_a_commit_that_fails_fails_every_call_of_the_group(
