@@ -12,7 +12,8 @@ a worker on the way back (PollWork's reply).
 
 Only a default: a ``GRPC_EXPERIMENTS`` already set is left alone (set it empty to keep grpc's own
 defaults), and nothing is set once grpc is imported (it read the variable then; setting it later
-would change only child processes).
+would change only child processes). Where it is set, child processes inherit it, like the rest of
+the environment.
 """
 
 from __future__ import annotations
