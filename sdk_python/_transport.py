@@ -25,13 +25,10 @@ ENV = "GRPC_EXPERIMENTS"
 POLL_ON_COMPLETION_QUEUE = "-event_engine_client,-event_engine_listener,-event_engine_for_all_other_endpoints"
 
 
-def choose_io_engine() -> bool:
-    """Turns the EventEngine experiments off for this process when nothing chose otherwise; True
-    when it did."""
-    if ENV in os.environ or "grpc" in sys.modules:
-        return False
-    os.environ[ENV] = POLL_ON_COMPLETION_QUEUE
-    return True
+def choose_io_engine() -> None:
+    """Turns the EventEngine experiments off for this process when nothing chose otherwise."""
+    if ENV not in os.environ and "grpc" not in sys.modules:
+        os.environ[ENV] = POLL_ON_COMPLETION_QUEUE
 
 
 choose_io_engine()

@@ -30,7 +30,6 @@ from tests.support.waiting import wait_until
 
 _BACKEND_PID = Prepared(text("SELECT pg_backend_pid()"))
 _TERMINATE_SELF = Prepared(text("SELECT pg_terminate_backend(pg_backend_pid())"))
-_TAKE_ADVISORY_LOCK = Prepared(text("SELECT pg_advisory_xact_lock(:key)"))
 
 
 def committed_event_ids(observer: Engine) -> set[str]:
@@ -91,21 +90,17 @@ def terminate_backend(admin: Engine, pid: int) -> None:
         )
 
 
-def take_advisory_lock(store: SqlStore, key: int) -> None:
-    """A PostgreSQL store call that waits on the server for the advisory lock ``key`` (as long as
-    another session holds it) under a statement run as the store runs its own: the call is in
-    flight, awaiting the server, the way a slow statement or COMMIT is."""
-    store._run(lambda tx: _TAKE_ADVISORY_LOCK.run(tx, key=key).all())
-
-
-def advisory_lock_waiters(admin: Engine, key: int) -> int:
-    """How many sessions wait for the advisory lock ``key`` (one-part keys are objid, classid 0)."""
-    with admin.connect() as conn:
-        return int(conn.execute(
-            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                 " AND classid = 0 AND objid = :key"),
-            {"key": key},
-        ).scalar())
+def advisory_lock_waiters(engine: Engine) -> int:
+    """How many sessions of ``engine``'s PostgreSQL database wait for an advisory lock."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
+            ).scalar_one()
+        )
 
 
 def cap_database_size(store: SqlStore, *, slack_pages: int = 16) -> None:

@@ -44,14 +44,12 @@ from tests.support.stores import (
     commit_breaker,
     committed_event_ids,
     run_row,
-    take_advisory_lock,
     terminate_own_connection,
 )
 from tests.support.waiting import wait_until_async
 
 T0 = 1_800_000_000_000
 LEASE = 30_000
-LOCK_KEY = 7301  # a PostgreSQL advisory lock the tests hold to keep a group's call waiting on the server
 
 
 def register(store: SqlStore) -> None:
@@ -271,15 +269,14 @@ async def test_calls_queued_behind_a_running_group_form_the_next_group_without_c
 
     def blocking() -> None:
         ran.append("blocking")
-        take_advisory_lock(store, LOCK_KEY)  # waits on the server until the test lets it go
-        send(store, "e-blocking")
+        send(store, "e-blocking")  # waits on the server for the ingest lock until the test lets it go
 
     with admin.connect() as holder:
-        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": postgres.EVENTS_LOCK_KEY})
         running = committer.submit(blocking)  # its group takes the only slot
         # In flight: awaiting the server, with the loop free to take more calls meanwhile.
-        await wait_until_async(lambda: advisory_lock_waiters(admin, LOCK_KEY) == 1, timeout=30,
-                               message="the group's call to wait for the lock")
+        await wait_until_async(lambda: advisory_lock_waiters(admin) == 1, timeout=30,
+                               message="the group's call to wait for the ingest lock")
         queued = committer.submit(lambda: (ran.append("queued"), send(store, "e-queued")))
         gone = committer.submit(lambda: (ran.append("gone"), send(store, "e-gone")))
         seen: dict[str, bool] = {}
@@ -288,7 +285,7 @@ async def test_calls_queued_behind_a_running_group_form_the_next_group_without_c
         )
         gone.cancel()
         assert not running.done()
-        holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+        holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": postgres.EVENTS_LOCK_KEY})
     outcomes = await settled(running, queued, last)
     assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
     assert ran == ["blocking", "queued", "last"]

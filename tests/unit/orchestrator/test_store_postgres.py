@@ -17,6 +17,7 @@ from orchestrator.store import factory
 from orchestrator.store.postgres import PostgresDialect
 from orchestrator.store.sql import SqlStore
 from orchestrator.store.txn import Tx
+from tests.support.stores import advisory_lock_waiters
 
 T0 = 1_800_000_000_000
 
@@ -37,15 +38,6 @@ def engine(postgres_schema_url: str) -> Iterator[Engine]:
         yield eng
     finally:
         eng.dispose()
-
-
-def blocked_on_advisory_lock(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            ).scalar_one()
-        )
 
 
 def poll(predicate: object, within_s: float = 20.0) -> None:
@@ -75,7 +67,7 @@ def test_ingest_waits_for_a_wait_registration_or_ingest_in_progress(
         tx.flush()  # the locks are deferred writes: send them now
         sender = threading.Thread(target=send)
         sender.start()
-        poll(lambda: blocked_on_advisory_lock(engine) >= 1)
+        poll(lambda: advisory_lock_waiters(engine) >= 1)
         assert not done.is_set()
     sender.join(timeout=20)
     assert done.is_set()
