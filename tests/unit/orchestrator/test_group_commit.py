@@ -492,6 +492,7 @@ async def test_an_event_sent_on_a_stale_hint_replays_its_group_and_the_parked_po
     # refuses the hint (a second function is triggered now), so the group is replayed call by call.
     monkeypatch.setattr(ingest, "_HINTS", ingest._Hints())
     monkeypatch.setattr(ingest, "_TRIGGER_HINTS", ingest._Hints())
+    monkeypatch.setattr(ingest, "_WAIT_APP_HINTS", ingest._Hints())
     register(store)
     await committer.submit(lambda: send(store, "e1"))  # the hint: a/b starts crm's f, no waits
     store.register_functions("crm", [FunctionSpec("g", ("a/b",), 4)], now_ms=T0)

@@ -1,14 +1,17 @@
 """A lone event ingested on its name's hints (``store.ingest._ingest_on_hints``), on both databases.
 
-Where the store pipelines (PostgreSQL), a lone event whose name was last seen with no open waits
-and a known set of functions is inserted with its runs in one statement sent with the COMMIT,
-under guards the database checks in the same transaction. What that must never change: an event
-starts a run of exactly the functions its name triggers when it is received, a known id starts
-nothing, and a wait opened on the name since the hint is resumed. On SQLite (no hints) the same
-assertions hold by the usual path."""
+Where the store pipelines (PostgreSQL), a lone event whose name was last seen with a known set of
+functions and either no open waits, or waits on known match paths of known apps, is inserted with
+its runs (and resolves the waits it matches) in one statement sent with the COMMIT, under guards
+the database checks in the same transaction. What that must never change: an event starts a run of
+exactly the functions its name triggers when it is received, a known id starts nothing and resumes
+nothing, every open wait it matches is resumed exactly as a looked-up one would be, and the app of
+every run it makes ready is announced. On SQLite (no hints) the same assertions hold by the usual
+path."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -17,13 +20,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
+from orchestrator.engine import matching
 from orchestrator.engine.model import (
     Completion,
     FunctionSpec,
     IngestResult,
     NewEvent,
+    RunState,
     StepStatus,
     WaitForEvent,
+    WaitStatus,
 )
 from orchestrator.store import ingest
 from orchestrator.store import schema as t
@@ -41,6 +47,7 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     attempt on a stale hint is rolled back and followed by a "read" one."""
     monkeypatch.setattr(ingest, "_HINTS", ingest._Hints())
     monkeypatch.setattr(ingest, "_TRIGGER_HINTS", ingest._Hints())
+    monkeypatch.setattr(ingest, "_WAIT_APP_HINTS", ingest._Hints())
     seen: list[str] = []
     plain_ingest, plain_on_hints = ingest.ingest, ingest._ingest_on_hints
 
@@ -176,3 +183,143 @@ def test_an_event_on_hints_over_a_connection_the_server_closed_while_idle_is_not
     result = send(store, "o2")
     assert attempts[-1] == "hints"
     assert [row[0] for row in runs_of(admin, "o2")] == list(result.run_ids) and len(result.run_ids) == 1
+
+
+_PARKED = itertools.count()
+
+
+def park(store: SqlStore, app: str, order: object, path: str = "data.order", now: int = T0) -> str:
+    """A run of ``app`` parked in a wait for ORDERED whose ``path`` equals ``order`` (the value its
+    triggering event has there); its id. (A function of its own, so that it claims that run.)"""
+    n = next(_PARKED)
+    start, fn, data = f"{app}/start{n}", f"pack{n}", {path.removeprefix("data."): order}
+    store.register_functions(app, [FunctionSpec(fn, (start,))], now_ms=now)
+    store.ingest_events([NewEvent(start, json.dumps(data), f"{app}-{n}")], now_ms=now)
+    (item,) = store.claim_work(
+        app_id=app, function_ids=(fn,), worker_id="w", max_items=1, now_ms=now, lease_ms=LEASE
+    ).items
+    wait = WaitForEvent(ORDERED, path, now + 60_000)
+    store.complete_step(Completion(item.run_id, item.lease_id, "paid", wait), now_ms=now, lease_ms=LEASE)
+    return item.run_id
+
+
+def wait_state(observer: Engine, run_id: str) -> dict[str, Any]:
+    """What resolving a run's wait ("paid") writes: the wait, its step and the run."""
+    w, s_, r = t.waits, t.steps, t.runs
+    with observer.connect() as conn:
+        wait = conn.execute(
+            select(w.c.status, w.c.resolved_event_id, w.c.resolved_ms).where(w.c.run_id == run_id)
+        ).one()
+        step = conn.execute(
+            select(s_.c.status, s_.c.output, s_.c.ended_ms, s_.c.resumed_by_event_id)
+            .where(s_.c.run_id == run_id, s_.c.step_id == "paid")
+        ).one()
+        run = conn.execute(
+            select(r.c.state, r.c.available_at_ms, r.c.event_mark).where(r.c.id == run_id)
+        ).one()
+        seq = {row.id: row.seq for row in conn.execute(select(t.events.c.id, t.events.c.seq))}
+    return {
+        "wait": tuple(wait), "step": tuple(step), "state": run.state, "available_at_ms": run.available_at_ms,
+        "event_mark_of": next((i for i, n in seq.items() if n == run.event_mark), None),
+    }
+
+
+def resumed_by(event_id: str, data: dict[str, Any], now: int) -> dict[str, Any]:
+    """``wait_state`` of a run whose wait ``event_id`` resumed at ``now``."""
+    output = matching.event_output_json(event_id, ORDERED, json.dumps(data), now)
+    return {
+        "wait": (WaitStatus.MATCHED, event_id, now),
+        "step": (StepStatus.COMPLETED, output, now, event_id),
+        "state": RunState.READY, "available_at_ms": now, "event_mark_of": event_id,
+    }
+
+
+def test_an_event_on_hints_resumes_the_waits_it_matches_as_a_lookup_would(
+    store: SqlStore, observer: Engine, attempts: list[str]
+) -> None:
+    store.register_functions("shop", [FunctionSpec("bill", (ORDERED,))], now_ms=T0)
+    first, second, third, still = (park(store, "ship", order) for order in (7, 8, 8, 100))
+    attempts.clear()  # (the parked runs' own events were read)
+    looked_up = send(store, "o1", now=T0 + 1, data={"order": 7})  # learns paths, functions, apps
+    on_hints = send(store, "o2", now=T0 + 2, data={"order": 8})
+    assert [e.run_id for e in looked_up.ended] == [first]
+    assert sorted(e.run_id for e in on_hints.ended) == sorted([second, third])
+    assert wait_state(observer, first) == resumed_by("o1", {"order": 7}, T0 + 1)
+    for run_id in (second, third):
+        assert wait_state(observer, run_id) == resumed_by("o2", {"order": 8}, T0 + 2)
+    assert looked_up.wakeups.ready_apps == on_hints.wakeups.ready_apps == {"shop", "ship"}
+    assert [row[0] for row in runs_of(observer, "o2")] == list(on_hints.run_ids)
+    assert len(on_hints.run_ids) == 1
+
+    # No open wait matches: nothing resumed (the hinted app is announced: its pollers find nothing).
+    unmatched = send(store, "o3", now=T0 + 3, data={"order": 9})
+    assert unmatched.ended == [] and len(unmatched.run_ids) == 1
+    # No value at the waited path: nothing can match, only the started run's app is announced.
+    no_value = send(store, "o4", now=T0 + 4, data={})
+    assert no_value.ended == [] and no_value.wakeups.ready_apps == {"shop"}
+    assert wait_state(observer, still)["wait"] == (WaitStatus.WAITING, None, None)
+    assert attempts == expected(store, "read hints hints hints")
+
+
+def test_a_known_id_on_hints_resumes_no_wait(
+    store: SqlStore, observer: Engine, attempts: list[str]
+) -> None:
+    first, second = park(store, "ship", 7), park(store, "ship", 8)
+    attempts.clear()
+    send(store, "o1", data={"order": 7})
+    again = send(store, "o1", now=T0 + 5, data={"order": 8})  # the same id, other data
+    assert again.ids == ("o1",) and not again.ended and again.run_ids == ()
+    assert wait_state(observer, second)["wait"] == (WaitStatus.WAITING, None, None)
+    assert wait_state(observer, first) == resumed_by("o1", {"order": 7}, T0)
+    assert attempts == expected(store, "read hints read")
+
+
+def test_a_wait_of_an_app_not_seen_on_the_name_refuses_the_hints_and_is_resumed(
+    store: SqlStore, observer: Engine, attempts: list[str]
+) -> None:
+    # The hint's apps are those whose waits the name's events resumed: a poller of another app
+    # would not be handed its run, so the guard refuses and the event is read.
+    park(store, "ship", 7)
+    park(store, "ship", 100)  # keeps the path open
+    attempts.clear()
+    send(store, "o1", data={"order": 7})
+    crm = park(store, "crm", 8)
+    attempts.pop()  # (its own event)
+    result = send(store, "o2", now=T0 + 5, data={"order": 8})
+    assert [e.run_id for e in result.ended] == [crm] and result.wakeups.ready_apps == {"crm"}
+    assert wait_state(observer, crm) == resumed_by("o2", {"order": 8}, T0 + 5)
+    assert attempts == expected(store, "read hints read")
+
+
+def test_a_wait_on_a_path_not_seen_on_the_name_refuses_the_hints_and_is_resumed(
+    store: SqlStore, observer: Engine, attempts: list[str]
+) -> None:
+    park(store, "ship", 7)
+    park(store, "ship", 100)
+    attempts.clear()
+    send(store, "o1", data={"order": 7})  # the name: waits on data.order
+    by_customer = park(store, "ship", "ann", path="data.customer")
+    attempts.pop()
+    result = send(store, "o2", now=T0 + 5, data={"order": 9, "customer": "ann"})
+    assert [e.run_id for e in result.ended] == [by_customer]
+    assert wait_state(observer, by_customer) == resumed_by("o2", {"order": 9, "customer": "ann"}, T0 + 5)
+    # A hinted path no wait is open on any more refuses too (its events would look in vain).
+    send(store, "o3", now=T0 + 6, data={"order": 100})  # the last wait on data.order
+    assert send(store, "o4", now=T0 + 7, data={"order": 1}).ended == []
+    assert attempts == expected(store, "read hints read hints read hints read")
+
+
+def test_an_event_with_values_on_several_waited_paths_is_read_and_resumes_each(
+    store: SqlStore, observer: Engine, attempts: list[str]
+) -> None:
+    # The statement on hints takes one path; an event that may match waits on two is read.
+    by_order, by_customer = park(store, "ship", 7), park(store, "ship", "ann", path="data.customer")
+    park(store, "ship", 100)
+    park(store, "ship", "bob", path="data.customer")
+    attempts.clear()
+    send(store, "o1", data={"order": 7})  # learns both paths
+    both = send(store, "o2", now=T0 + 5, data={"order": 8, "customer": "ann"})
+    assert [e.run_id for e in both.ended] == [by_customer]
+    assert wait_state(observer, by_customer) == resumed_by("o2", {"order": 8, "customer": "ann"}, T0 + 5)
+    assert wait_state(observer, by_order) == resumed_by("o1", {"order": 7}, T0)
+    assert attempts == expected(store, "read read")

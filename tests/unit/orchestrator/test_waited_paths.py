@@ -33,7 +33,7 @@ UPLOADED, REVIEWED, OTHER = "api/uploaded", "api/reviewed", "api/other"
 @pytest.fixture(autouse=True)
 def no_hints(monkeypatch: pytest.MonkeyPatch) -> None:
     """Starts with no hints: they are per process, and other tests' databases left some."""
-    for hints in ("_HINTS", "_TRIGGER_HINTS"):
+    for hints in ("_HINTS", "_TRIGGER_HINTS", "_WAIT_APP_HINTS"):
         monkeypatch.setattr(ingest, hints, ingest._Hints())
 
 
