@@ -92,8 +92,10 @@ class OrchestratorServer:
                 message="no API keys configured: any client may call every RPC (see --admin-key)",
             )
         max_bytes = self.settings.max_message_bytes
+        # No keys: no auth interceptor at all (each one costs every call a coroutine, about 0.02 ms).
+        interceptors = [] if ring.open else [auth.AuthInterceptor(ring)]
         server = grpc.aio.server(
-            interceptors=[auth.AuthInterceptor(ring), decode.DecodeInterceptor()],
+            interceptors=[*interceptors, decode.DecodeInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 # Work items carry memoized outputs: let them be larger than any one request.

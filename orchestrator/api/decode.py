@@ -17,12 +17,21 @@ import grpc
 class DecodeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped here
     """Parses unary requests itself; a parse failure is INVALID_ARGUMENT, never UNKNOWN."""
 
+    def __init__(self) -> None:
+        # Per method, the handler grpc found and its decoding replacement: built once, not per call
+        # (grpc finds the same handler object for a method every time).
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[Any], Awaitable[Any]],
         handler_call_details: Any,
     ) -> Any:
         handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         if (
             handler is None
             or handler.unary_unary is None
@@ -31,11 +40,13 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             or handler.request_deserializer is None
         ):
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            _decoding(handler.unary_unary, handler.request_deserializer, handler_call_details.method),
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            _decoding(handler.unary_unary, handler.request_deserializer, method),
             request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 def _decoding(

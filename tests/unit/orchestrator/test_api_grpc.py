@@ -419,3 +419,19 @@ async def test_a_nul_in_error_texts_from_user_code_is_stored_as_a_replacement_ch
     (step,) = run.steps
     assert (step.error.name, step.error.message, step.error.stack) == expected
     assert (run.error.name, run.error.message, run.error.stack) == expected
+
+
+async def test_an_undecodable_request_is_invalid_argument_every_time_and_a_valid_one_still_works(
+    server: OrchestratorServer,
+) -> None:
+    # The decoding handler is built once per method and reused: every call still decodes its own
+    # bytes. (0x0a then a length past the end: not a SendEventRequest.)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        raw = channel.unary_unary("/durable.v1.Orchestrator/SendEvent")
+        for _ in range(3):
+            await expect_status(
+                raw(b"\x0a\x7f"), grpc.StatusCode.INVALID_ARGUMENT, "not a valid SendEvent request message"
+            )
+        valid = pb.SendEventRequest(events=[pb.Event(name="a/b", data_json="{}")]).SerializeToString()
+        reply = pb.SendEventResponse.FromString(await raw(valid))
+        assert len(reply.ids) == 1
