@@ -428,9 +428,13 @@ async def test_an_undecodable_request_is_invalid_argument_every_time_and_a_valid
     # bytes. (0x0a then a length past the end: not a SendEventRequest.)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         raw = channel.unary_unary("/durable.v1.Orchestrator/SendEvent")
+        other = channel.unary_unary("/durable.v1.Orchestrator/GetRun")
         for _ in range(3):
             await expect_status(
                 raw(b"\x0a\x7f"), grpc.StatusCode.INVALID_ARGUMENT, "not a valid SendEvent request message"
+            )
+            await expect_status(
+                other(b"\x0a\x7f"), grpc.StatusCode.INVALID_ARGUMENT, "not a valid GetRun request message"
             )
         valid = pb.SendEventRequest(events=[pb.Event(name="a/b", data_json="{}")]).SerializeToString()
         reply = pb.SendEventResponse.FromString(await raw(valid))

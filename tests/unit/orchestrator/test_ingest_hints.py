@@ -192,7 +192,8 @@ def park(store: SqlStore, app: str, order: object, path: str = "data.order", now
     """A run of ``app`` parked in a wait for ORDERED whose ``path`` equals ``order`` (the value its
     triggering event has there); its id. (A function of its own, so that it claims that run.)"""
     n = next(_PARKED)
-    start, fn, data = f"{app}/start{n}", f"pack{n}", {path.removeprefix("data."): order}
+    start, fn = f"{app}/start{n}", f"pack{n}"
+    data = {path.removeprefix("data."): order} if path else {}
     store.register_functions(app, [FunctionSpec(fn, (start,))], now_ms=now)
     store.ingest_events([NewEvent(start, json.dumps(data), f"{app}-{n}")], now_ms=now)
     (item,) = store.claim_work(
@@ -323,3 +324,37 @@ def test_an_event_with_values_on_several_waited_paths_is_read_and_resumes_each(
     assert wait_state(observer, by_customer) == resumed_by("o2", {"order": 8, "customer": "ann"}, T0 + 5)
     assert wait_state(observer, by_order) == resumed_by("o1", {"order": 7}, T0)
     assert attempts == expected(store, "read read")
+
+
+def test_on_hints_a_wait_is_matched_by_its_value_not_only_its_hash(
+    store: SqlStore, observer: Engine, attempts: list[str]
+) -> None:
+    # The hash narrows the lookup; the value decides. A wait whose stored value differs but whose
+    # hash is the event's (forged here: a collision) is left waiting.
+    park(store, "ship", 7)
+    park(store, "ship", 100)
+    forged = park(store, "ship", 8)
+    with observer.begin() as conn:
+        conn.execute(t.waits.update().where(t.waits.c.run_id == forged).values(match_value='"eight"'))
+    attempts.clear()
+    send(store, "o1", data={"order": 7})
+    assert send(store, "o2", now=T0 + 5, data={"order": 8}).ended == []
+    assert wait_state(observer, forged)["wait"] == (WaitStatus.WAITING, None, None)
+    assert attempts == expected(store, "read hints")
+
+
+def test_on_hints_a_wait_without_a_match_path_is_resumed_by_any_event_of_its_name(
+    store: SqlStore, observer: Engine, attempts: list[str]
+) -> None:
+    first, second = park(store, "ship", None, path=""), park(store, "ship", None, path="")
+    attempts.clear()
+    send(store, "o1", data={"order": 1})  # resumes both
+    third = park(store, "ship", None, path="")
+    park(store, "ship", None, path="")
+    del attempts[-2:]
+    result = send(store, "o2", now=T0 + 5, data={})
+    assert len(result.ended) == 2 and third in {e.run_id for e in result.ended}
+    assert wait_state(observer, first) == resumed_by("o1", {"order": 1}, T0)
+    assert wait_state(observer, second) == resumed_by("o1", {"order": 1}, T0)
+    assert wait_state(observer, third) == resumed_by("o2", {}, T0 + 5)
+    assert attempts == expected(store, "read hints")
