@@ -595,8 +595,11 @@ def _resolve_waits(
     if not waits:
         return set(), []
     if tx.dialect.pipelines:
+        learned: dict[str, set[str]] = {}
         for record, wait in waits:
-            _WAIT_APP_HINTS.seen(record.name, {*(_WAIT_APP_HINTS.get(record.name) or ()), wait.app_id})
+            learned.setdefault(record.name, set()).add(wait.app_id)
+        for name, resumed in learned.items():
+            _WAIT_APP_HINTS.seen(name, resumed.union(_WAIT_APP_HINTS.get(name) or ()))
         return {wait.app_id for _, wait in waits}, _resolve_later(tx, waits, now_ms)
     apps: set[str] = set()
     ended: list[SuspensionEnded] = []
