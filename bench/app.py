@@ -17,13 +17,13 @@ registers by starting this worker once and stopping it, so the ingest shape crea
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import signal
+import sys
+import threading
 import time
 from datetime import timedelta
 
-from sdk_python import Client, TriggerEvent
+from sdk_python import Client, TriggerEvent, Worker
 
 APP_ID = "bench"
 SINK_APP_ID = "bench-sink"
@@ -84,20 +84,11 @@ async def sink_fn(ctx):  # type: ignore[no-untyped-def]
     return None
 
 
-async def _serve(concurrency: int, use_sink: bool) -> None:
-    owner = sink if use_sink else client
-    functions = [sink_fn] if use_sink else [noop, first, resume]
-    worker = owner.worker(functions=functions, concurrency=concurrency, poll_wait=timedelta(seconds=30))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
-    task = asyncio.ensure_future(worker.serve())
-    # The SDK exposes registration as a property (no event to await): poll it briefly.
-    while not worker.registered and not task.done():  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-    if worker.registered:
-        mark("ready", os.getpid())
-    await task
+def _mark_ready(worker: Worker) -> None:
+    # The SDK exposes registration as a property (no event to wait on): poll it briefly.
+    while not worker.registered:
+        time.sleep(0.01)
+    mark("ready", os.getpid())
 
 
 def main() -> None:
@@ -105,7 +96,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--sink", action="store_true", help="serve the bench-sink app (registration only)")
     args = parser.parse_args()
-    asyncio.run(_serve(args.concurrency, args.sink))
+    owner = sink if args.sink else client
+    functions = [sink_fn] if args.sink else [noop, first, resume]
+    worker = owner.worker(functions=functions, concurrency=args.concurrency, poll_wait=timedelta(seconds=30))
+    threading.Thread(target=_mark_ready, args=(worker,), name="bench-ready", daemon=True).start()
+    # As a user's worker runs: `run()`, its event loop, its signal handling (SIGTERM drains).
+    sys.exit(worker.run())
 
 
 if __name__ == "__main__":

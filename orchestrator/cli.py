@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--lease-seconds", type=float, help="how long work stays leased to a silent worker")
     serve.add_argument("--log-level", help="DEBUG, INFO, ... (default $ORCHESTRATOR_LOG_LEVEL or INFO)")
     serve.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        help="event loop: uvloop, asyncio's own, or auto (uvloop where installed; the default, or"
+        " $ORCHESTRATOR_EVENT_LOOP)",
+    )
+    serve.add_argument(
         "--no-migrate",
         action="store_true",
         help="do not apply schema migrations at start; refuse a database not already migrated",
@@ -197,6 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
         db_url=args.db,
         lease_seconds=args.lease_seconds,
         log_level=args.log_level,
+        event_loop=args.loop,
         migrate=False if args.no_migrate else None,
         **_security_overrides(args),
     )

@@ -12,6 +12,8 @@ from orchestrator.engine import limits as lim
 
 DEFAULT_DB_FILE = "orchestrator.db"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The event loop the server runs on (see ``orchestrator.eventloop``).
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 def default_data_dir() -> Path:
@@ -42,6 +44,8 @@ class Settings:
     lease_seconds: float = 30.0
     poll_max_wait_seconds: float = 30.0
     log_level: str = "INFO"
+    # "auto": uvloop where it is installed (a dependency everywhere but Windows), else asyncio's own.
+    event_loop: str = "auto"
     # Apply pending schema migrations at start (``serve --no-migrate``: only check the revision).
     migrate: bool = True
     # PostgreSQL connections (and store threads) per process; None: the dialect's default (8).
@@ -93,6 +97,10 @@ class Settings:
             raise errors.ConfigError(
                 f"log_level: must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
+        if self.event_loop not in EVENT_LOOPS:
+            raise errors.ConfigError(
+                f"event_loop: must be one of {', '.join(EVENT_LOOPS)}, got {self.event_loop!r}"
+            )
         if self.db_pool_size is not None and self.db_pool_size < 1:
             raise errors.ConfigError(f"db_pool_size: must be at least 1, got {self.db_pool_size}")
         if self.timer_scan_seconds <= 0:
@@ -111,6 +119,7 @@ class Settings:
         _read(env, "db_url", "ORCHESTRATOR_DB", str)
         _read(env, "lease_seconds", "ORCHESTRATOR_LEASE_SECONDS", float)
         _read(env, "log_level", "ORCHESTRATOR_LOG_LEVEL", str)
+        _read(env, "event_loop", "ORCHESTRATOR_EVENT_LOOP", str)
         _read(env, "poll_max_wait_seconds", "ORCHESTRATOR_POLL_MAX_WAIT_SECONDS", float)
         _read(env, "db_pool_size", "ORCHESTRATOR_DB_POOL_SIZE", int)
         _read(env, "timer_scan_seconds", "ORCHESTRATOR_TIMER_SCAN_SECONDS", float)

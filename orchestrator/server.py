@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from orchestrator import errors, logs
+from orchestrator import errors, eventloop, logs
 from orchestrator.api import auth, decode, servicer
 from orchestrator.config import Settings
 from orchestrator.engine import limits
@@ -131,7 +131,7 @@ class OrchestratorServer:
         # tests wait for this line to know the orchestrator is ready.
         print(
             f"orchestrator listening on {self.settings.host}:{port} db={store.display_url}"
-            f" tls={'on' if credentials is not None else 'off'}",
+            f" tls={'on' if credentials is not None else 'off'} loop={eventloop.name_of(loop)}",
             file=sys.stderr,
             flush=True,
         )
@@ -205,7 +205,8 @@ def run(settings: Settings) -> int:
     """Serves until SIGTERM or SIGINT, drains, and returns the process exit code (0 on a clean stop)."""
     logs.configure(settings.log_level)
     try:
-        asyncio.run(_main(settings))
+        with asyncio.Runner(loop_factory=eventloop.factory(settings.event_loop)) as runner:
+            runner.run(_main(settings))
     except errors.OrchestratorError as exc:
         logs.log_at(logger, logging.ERROR, "server.failed", error=exc.message)
         return 1

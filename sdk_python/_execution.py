@@ -143,7 +143,7 @@ class RunExecution:
         """A step's result from the reply to its completion, or the end of the execution on STOP."""
         proceed = reply.directive == pb.DIRECTIVE_CONTINUE
         if reached.kind != "run":  # step.run logs its own outcome, with its duration
-            logger.info("run %s: step %r (%s) %s", self.run_id, reached.step_id, reached.kind,
+            logger.debug("run %s: step %r (%s) %s", self.run_id, reached.step_id, reached.kind,
                         "done, continuing" if proceed else "recorded, run parked")
         if not proceed:
             raise RunStopped(f"stop after step {reached.step_id!r}")

@@ -283,7 +283,7 @@ def _log_step(
 ) -> None:
     took = request.ended_unix_ms - request.started_unix_ms
     if request.HasField("step_output"):
-        logger.info("run %s: step %r completed in %d ms (attempt %d)", execution.run_id, reached.step_id,
+        logger.debug("run %s: step %r completed in %d ms (attempt %d)", execution.run_id, reached.step_id,
                     took, attempt)
     else:
         error = request.step_error

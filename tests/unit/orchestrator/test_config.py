@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from orchestrator import errors
+from orchestrator import errors, eventloop
 from orchestrator.config import Settings
 
 
@@ -33,7 +34,11 @@ def test_environment_then_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("env", "value", "field"),
-    [("ORCHESTRATOR_PORT", "http", "ORCHESTRATOR_PORT"), ("ORCHESTRATOR_LOG_LEVEL", "LOUD", "log_level")],
+    [
+        ("ORCHESTRATOR_PORT", "http", "ORCHESTRATOR_PORT"),
+        ("ORCHESTRATOR_LOG_LEVEL", "LOUD", "log_level"),
+        ("ORCHESTRATOR_EVENT_LOOP", "trio", "event_loop: must be one of auto, uvloop, asyncio"),
+    ],
 )
 def test_bad_settings_name_the_setting(
     monkeypatch: pytest.MonkeyPatch, env: str, value: str, field: str
@@ -46,3 +51,26 @@ def test_bad_settings_name_the_setting(
 def test_unknown_overrides_are_rejected() -> None:
     with pytest.raises(errors.ConfigError, match="colour"):
         Settings.from_env(colour="blue")
+
+
+def test_the_event_loop_setting_picks_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_EVENT_LOOP", "asyncio")
+    assert Settings.from_env().event_loop == "asyncio"
+    assert Settings().event_loop == "auto"
+    for kind, expected in (("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")):
+        loop = eventloop.factory(kind)()
+        try:
+            assert eventloop.name_of(loop) == expected
+        finally:
+            loop.close()
+
+
+def test_uvloop_asked_for_but_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    with pytest.raises(errors.ConfigError, match="uvloop cannot be imported here.*choose asyncio"):
+        eventloop.factory("uvloop")
+    loop = eventloop.factory("auto")()  # auto falls back to the standard loop
+    try:
+        assert eventloop.name_of(loop) == "asyncio"
+    finally:
+        loop.close()

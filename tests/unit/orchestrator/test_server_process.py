@@ -26,10 +26,10 @@ READY = re.compile(r"orchestrator listening on (\S+):(\d+) db=")
 class Served:
     """A ``python -m orchestrator serve`` child process whose stderr is collected line by line."""
 
-    def __init__(self, db_url: str, port: int = 0) -> None:
+    def __init__(self, db_url: str, port: int = 0, *flags: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "serve", "--port", str(port), "--db", db_url],
+            [sys.executable, "-m", "orchestrator", "serve", "--port", str(port), "--db", db_url, *flags],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
@@ -74,8 +74,8 @@ def served() -> Iterator[list[Served]]:
             s.proc.wait(timeout=10)
 
 
-def start(served: list[Served], db_url: str, port: int = 0) -> Served:
-    s = Served(db_url, port)
+def start(served: list[Served], db_url: str, port: int = 0, *flags: str) -> Served:
+    s = Served(db_url, port, *flags)
     served.append(s)
     return s
 
@@ -97,6 +97,8 @@ def test_sigterm_drains_and_exits_zero_and_state_survives_a_restart(
         (run_id,) = stub.SendEvent(pb.SendEventRequest(events=[pb.Event(name="a/b")])).run_ids
     assert first.stop(signal.SIGTERM) == 0
     assert any("event=run.created" in line and run_id in line for line in first.lines)
+    # uvloop by default (a dependency here, on Linux).
+    assert any(READY.search(line) and line.endswith(" loop=uvloop") for line in first.lines), first.lines
 
     second = start(served, db)
     port = second.wait_ready()
@@ -116,3 +118,26 @@ def test_a_taken_port_fails_with_a_clear_message(tmp_path: Path, served: list[Se
     second._reader.join(timeout=5)
     assert any("cannot listen" in line for line in second.lines), second.lines
     assert first.stop() == 0
+
+
+def test_loop_asyncio_serves_on_the_standard_loop(tmp_path: Path, served: list[Served]) -> None:
+    s = start(served, f"sqlite:///{tmp_path / 'a.db'}", 0, "--loop", "asyncio")
+    port = s.wait_ready()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.OrchestratorStub(channel)
+        stub.RegisterFunctions(
+            pb.RegisterFunctionsRequest(
+                app_id="crm",
+                functions=[pb.FunctionConfig(function_id="f", triggers=[pb.Trigger(event="a/b")])],
+            )
+        )
+        assert len(stub.SendEvent(pb.SendEventRequest(events=[pb.Event(name="a/b")])).run_ids) == 1
+    assert s.stop() == 0
+    assert any(READY.search(line) and line.endswith(" loop=asyncio") for line in s.lines), s.lines
+
+
+def test_an_unknown_loop_is_refused_with_the_choices(tmp_path: Path, served: list[Served]) -> None:
+    s = start(served, f"sqlite:///{tmp_path / 'a.db'}", 0, "--loop", "trio")
+    assert s.proc.wait(timeout=30) == 2  # argparse: a usage error
+    s._reader.join(timeout=5)
+    assert any("invalid choice: 'trio'" in line and "uvloop" in line for line in s.lines), s.lines
