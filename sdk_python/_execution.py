@@ -144,7 +144,7 @@ class RunExecution:
         proceed = reply.directive == pb.DIRECTIVE_CONTINUE
         if reached.kind != "run":  # step.run logs its own outcome, with its duration
             logger.debug("run %s: step %r (%s) %s", self.run_id, reached.step_id, reached.kind,
-                        "done, continuing" if proceed else "recorded, run parked")
+                         "done, continuing" if proceed else "recorded, run parked")
         if not proceed:
             raise RunStopped(f"stop after step {reached.step_id!r}")
         return decode_result(reached.kind, reply.output_json)

@@ -284,7 +284,7 @@ def _log_step(
     took = request.ended_unix_ms - request.started_unix_ms
     if request.HasField("step_output"):
         logger.debug("run %s: step %r completed in %d ms (attempt %d)", execution.run_id, reached.step_id,
-                    took, attempt)
+                     took, attempt)
     else:
         error = request.step_error
         logger.info("run %s: step %r failed in %d ms (attempt %d, %s): %s: %s", execution.run_id,

@@ -391,7 +391,7 @@ class Worker:
         assert runner is not None
         heartbeat = _Heartbeat(execution, runner)
         logger.debug("run %s: executing %s (attempt %d, %d step(s) recorded)", item.run_id, fn.id,
-                    item.attempt, len(item.steps))
+                     item.attempt, len(item.steps))
         try:
             request = await self._invoke(fn, execution, item)
             if request is not None:
