@@ -9,18 +9,21 @@ checked on tables never analyzed too (a fresh database filling up before autovac
 
 from __future__ import annotations
 
+import functools
 import json
+import random
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from orchestrator.engine.model import Completion, FunctionSpec, NewEvent, WaitForEvent
-from orchestrator.store import completions, ingest, leases, postgres
+from orchestrator.store import completions, factory, ingest, leases, postgres
 from orchestrator.store.prepared import Prepared
 from orchestrator.store.sql import SqlStore
+from tests.support.databases import PostgresServer
 
 pytestmark = pytest.mark.postgres_only("generic plans are PostgreSQL's")
 
@@ -75,25 +78,54 @@ def _clone(admin: Engine, *, analyze: bool = True) -> None:
             conn.execute(text("VACUUM ANALYZE"))
 
 
+Parked = tuple[SqlStore, Engine]
+
+
+def _build_parked(url: str, *, analyze: bool) -> None:
+    """The parked runs in the database at ``url``, analyzed or never (autovacuum kept off the big
+    tables from the start). Every connection is closed after: the database becomes a template."""
+    store = factory.open_store(url, rng=random.Random(7), db_clock=False)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        if not analyze:
+            with admin.connect() as conn:
+                for table in BIG_TABLES:
+                    conn.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
+        _park(store)
+        _clone(admin, analyze=analyze)
+    finally:
+        store.close()
+        admin.dispose()
+
+
 @pytest.fixture(params=[False, True], ids=["never-analyzed", "analyzed"])
-def parked(store: SqlStore, admin: Engine, request: pytest.FixtureRequest) -> Iterator[SqlStore]:
-    """Every test here runs on the parked runs never analyzed (autovacuum kept off the tables from
-    the start), and analyzed."""
-    if not request.param:
+def parked(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[Parked]:
+    """Every test here runs on the parked runs never analyzed, and analyzed: a store on a copy of
+    a database made once per session (making it takes seconds), and an autocommit engine on it. A
+    copy keeps the planner's statistics (``pg_statistic``, ``pg_class``), not the dates of the
+    ANALYZE that made them."""
+    analyze: bool = request.param
+    url = postgres_server.create_database_from(
+        f"generic-plans-parked-{'analyzed' if analyze else 'never-analyzed'}",
+        functools.partial(_build_parked, analyze=analyze),
+    )
+    store = factory.open_store(url, rng=random.Random(7), db_clock=False)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
         with admin.connect() as conn:
-            for table in BIG_TABLES:
-                conn.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
-    _park(store)
-    _clone(admin, analyze=request.param)
-    with admin.connect() as conn:
-        counts = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in ("runs", "waits")}
-        analyzed = conn.execute(text(
-            "SELECT count(*) FROM pg_stat_user_tables WHERE relname = ANY(:tables) "
-            "AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)"
-        ), {"tables": list(BIG_TABLES)}).scalar()
-    assert counts == {"runs": PARKED * (COPIES + 1), "waits": PARKED * (COPIES + 1)}
-    assert analyzed == (len(BIG_TABLES) if request.param else 0)
-    yield store
+            counts = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in ("runs", "waits")}
+            with_statistics = conn.execute(text(
+                "SELECT count(DISTINCT starelid) FROM pg_statistic WHERE starelid = ANY("
+                "SELECT oid FROM pg_class WHERE relname = ANY(:tables) AND relnamespace = "
+                "'public'::regnamespace)"
+            ), {"tables": list(BIG_TABLES)}).scalar()
+        assert counts == {"runs": PARKED * (COPIES + 1), "waits": PARKED * (COPIES + 1)}
+        assert with_statistics == (len(BIG_TABLES) if analyze else 0)
+        yield store, admin
+    finally:
+        store.close()
+        admin.dispose()
+        postgres_server.drop_database(url)
 
 
 def _literal(value: Any) -> str:
@@ -164,35 +196,38 @@ CLAIM = {"app_id": "a", "now_ms": T0, "function_ids": [], "max_items": 100, "lea
          "lease_expires_ms": T0 + LEASE, "worker_id": "w"}
 
 
-def test_the_claim_reaches_runs_steps_and_events_by_their_indexes(parked: SqlStore, admin: Engine) -> None:
-    _assert_indexed(_generic_plan(parked, admin, leases._LEASE_READY, **CLAIM))
+def test_the_claim_reaches_runs_steps_and_events_by_their_indexes(parked: Parked) -> None:
+    store, admin = parked
+    _assert_indexed(_generic_plan(store, admin, leases._LEASE_READY, **CLAIM))
 
 
-def test_the_claim_is_not_planned_at_every_execution(parked: SqlStore, admin: Engine) -> None:
+def test_the_claim_is_not_planned_at_every_execution(parked: Parked) -> None:
+    store, admin = parked
     # (Every run is parked: the claim takes none.)
-    assert _generic_plans_used(parked, admin, leases._LEASE_READY, **CLAIM) >= 4
+    assert _generic_plans_used(store, admin, leases._LEASE_READY, **CLAIM) >= 4
 
 
-def test_the_ready_work_announcement_probes_the_claim_index(parked: SqlStore, admin: Engine) -> None:
-    plan = _generic_plan(parked, admin, postgres._NOTIFY_IF_READY, channel="c", app="a", now_ms=T0)
+def test_the_ready_work_announcement_probes_the_claim_index(parked: Parked) -> None:
+    store, admin = parked
+    plan = _generic_plan(store, admin, postgres._NOTIFY_IF_READY, channel="c", app="a", now_ms=T0)
     _assert_indexed(plan)
 
 
-def test_ingest_on_hints_probes_open_waits_by_their_index(parked: SqlStore, admin: Engine) -> None:
+def test_ingest_on_hints_probes_open_waits_by_their_index(parked: Parked) -> None:
+    store, admin = parked
     plan = _generic_plan(
-        parked, admin, ingest._INGEST_ON_HINTS,
+        store, admin, ingest._INGEST_ON_HINTS,
         id="e", name="start", data="{}", ts_ms=T0, received_ms=T0, run_ids=["r"], app_ids=["a"],
         function_ids=["f"], runs=1, targets='[["a", "f"]]',
     )
     _assert_indexed(plan)
 
 
-def test_a_step_completion_moves_the_event_mark_by_a_seek_planned_once(
-    parked: SqlStore, admin: Engine
-) -> None:
+def test_a_step_completion_moves_the_event_mark_by_a_seek_planned_once(parked: Parked) -> None:
+    store, admin = parked
     params = {"run_id": "no-such-run", "step_count": 2, "lease_expires_ms": T0}
-    _assert_indexed(_generic_plan(parked, admin, completions._CONTINUE_COMMITTED, **params))
-    assert _generic_plans_used(parked, admin, completions._CONTINUE_COMMITTED, **params) >= 4
+    _assert_indexed(_generic_plan(store, admin, completions._CONTINUE_COMMITTED, **params))
+    assert _generic_plans_used(store, admin, completions._CONTINUE_COMMITTED, **params) >= 4
 
 
 RESUME = {
@@ -202,14 +237,13 @@ RESUME = {
 }
 
 
-def test_resume_on_hints_finds_its_waits_by_their_match_and_their_runs_by_key(
-    parked: SqlStore, admin: Engine
-) -> None:
+def test_resume_on_hints_finds_its_waits_by_their_match_and_their_runs_by_key(parked: Parked) -> None:
+    store, admin = parked
     # An index scan of waits on (name, status) alone is no sequential scan, but reads every open
     # wait of the name: the update must seek on the match path and hash too, and the runs it makes
     # ready by primary key. (Never analyzed, a list of run ids was taken from the state index: a
     # scan of every parked run.)
-    plan = _generic_plan(parked, admin, ingest._RESUME_ON_HINTS, **RESUME)
+    plan = _generic_plan(store, admin, ingest._RESUME_ON_HINTS, **RESUME)
     _assert_indexed(plan)
     by_match = r"Update on waits(.*\n)*?.*Index Cond: \(.*match_path\)::text = \$\d+\) AND .*match_hash"
     assert re.search(by_match, plan), plan
