@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
+from sdk_python._loops import EVENT_LOOPS
+
 if TYPE_CHECKING:
     from sdk_python import Client
 
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="DEBUG, INFO, ... (default $ORCHESTRATOR_LOG_LEVEL or INFO)")
     serve.add_argument(
         "--loop",
-        choices=("auto", "uvloop", "asyncio"),
+        choices=EVENT_LOOPS,
         help="event loop: uvloop, asyncio's own, or auto (uvloop where installed; the default, or"
         " $ORCHESTRATOR_EVENT_LOOP)",
     )

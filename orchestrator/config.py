@@ -9,11 +9,10 @@ from typing import Any
 
 from orchestrator import errors
 from orchestrator.engine import limits as lim
+from sdk_python._loops import EVENT_LOOPS
 
 DEFAULT_DB_FILE = "orchestrator.db"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# The event loop the server runs on (see ``orchestrator.eventloop``).
-EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 def default_data_dir() -> Path:

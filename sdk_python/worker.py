@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, MutableMapping, Sequence
 from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ import grpc
 
 from sdk_python._execution import RunExecution, RunFailing, RunStopped
 from sdk_python._failures import Failure, classify, final
+from sdk_python._loops import loop_factory
 from sdk_python._proto.durable.v1 import orchestrator_pb2 as pb
 from sdk_python._rpc import Connection, backoff, translate
 from sdk_python._threads import run_in_thread
@@ -143,7 +144,7 @@ class Worker:
         "asyncio" (the standard library's) or "auto": uvloop where it is installed (a dependency,
         but on Windows).
         """
-        new_loop = _loop_factory(event_loop)
+        new_loop = loop_factory(event_loop)
         _default_logging()
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
@@ -502,24 +503,6 @@ def _seconds(value: timedelta | float, name: str) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     raise TypeError(f"{name} must be a datetime.timedelta")
-
-
-def _loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The loop constructor for `Worker.run(event_loop=...)`. uvloop costs less per turn of the
-    loop, and each RPC takes a few (measured with the orchestrator on 2 cores: 0.05-0.2 ms sooner
-    to a run's first step, paired)."""
-    if event_loop not in ("auto", "uvloop", "asyncio"):
-        raise ValueError(f"event_loop: must be 'auto', 'uvloop' or 'asyncio', got {event_loop!r}")
-    if event_loop == "asyncio":
-        return asyncio.new_event_loop
-    try:
-        import uvloop
-    except ImportError as exc:
-        if event_loop == "uvloop":
-            raise ValueError(f"event_loop='uvloop': uvloop cannot be imported ({exc})") from None
-        return asyncio.new_event_loop
-    new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return new_loop
 
 
 def _default_logging() -> None:

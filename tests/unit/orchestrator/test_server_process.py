@@ -80,12 +80,8 @@ def start(served: list[Served], db_url: str, port: int = 0, *flags: str) -> Serv
     return s
 
 
-def test_sigterm_drains_and_exits_zero_and_state_survives_a_restart(
-    tmp_path: Path, served: list[Served]
-) -> None:
-    db = f"sqlite:///{tmp_path / 'data' / 'o.db'}"
-    first = start(served, db)
-    port = first.wait_ready()
+def register_and_send(port: int) -> str:
+    """Registers app "crm" (function "f" on "a/b"), sends one "a/b" and returns the run it started."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.OrchestratorStub(channel)
         stub.RegisterFunctions(
@@ -95,6 +91,16 @@ def test_sigterm_drains_and_exits_zero_and_state_survives_a_restart(
             )
         )
         (run_id,) = stub.SendEvent(pb.SendEventRequest(events=[pb.Event(name="a/b")])).run_ids
+    return str(run_id)
+
+
+def test_sigterm_drains_and_exits_zero_and_state_survives_a_restart(
+    tmp_path: Path, served: list[Served]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'data' / 'o.db'}"
+    first = start(served, db)
+    port = first.wait_ready()
+    run_id = register_and_send(port)
     assert first.stop(signal.SIGTERM) == 0
     assert any("event=run.created" in line and run_id in line for line in first.lines)
     # uvloop by default (a dependency here, on Linux).
@@ -123,15 +129,7 @@ def test_a_taken_port_fails_with_a_clear_message(tmp_path: Path, served: list[Se
 def test_loop_asyncio_serves_on_the_standard_loop(tmp_path: Path, served: list[Served]) -> None:
     s = start(served, f"sqlite:///{tmp_path / 'a.db'}", 0, "--loop", "asyncio")
     port = s.wait_ready()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = pb_grpc.OrchestratorStub(channel)
-        stub.RegisterFunctions(
-            pb.RegisterFunctionsRequest(
-                app_id="crm",
-                functions=[pb.FunctionConfig(function_id="f", triggers=[pb.Trigger(event="a/b")])],
-            )
-        )
-        assert len(stub.SendEvent(pb.SendEventRequest(events=[pb.Event(name="a/b")])).run_ids) == 1
+    assert register_and_send(port)
     assert s.stop() == 0
     assert any(READY.search(line) and line.endswith(" loop=asyncio") for line in s.lines), s.lines
 

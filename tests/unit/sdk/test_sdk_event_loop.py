@@ -60,7 +60,7 @@ def test_an_unknown_event_loop_is_a_value_error_before_anything_starts() -> None
 
     before = signal.getsignal(signal.SIGTERM)
     try:
-        with pytest.raises(ValueError, match="event_loop: must be 'auto', 'uvloop' or 'asyncio', got 'trio'"):
+        with pytest.raises(ValueError, match="event_loop: must be one of auto, uvloop, asyncio; got 'trio'"):
             client.worker(functions=[f]).run(event_loop="trio")
         assert signal.getsignal(signal.SIGTERM) is before
     finally:
