@@ -15,8 +15,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 OURS_RATES = ("throughput.steps_per_s", "ingest_no_trigger.events_per_s", "ingest_triggered.events_per_s")
-LATENCIES = ("latency", "grpc_floor", "resume", "scale_latency", "scale_resume", "scale_base_latency",
-             "scale_base_resume")
+LATENCIES = ("latency", "grpc_floor", "grpc_floor_back_to_back", "resume", "scale_latency", "scale_resume",
+             "scale_base_latency", "scale_base_resume")
 DBOS_RATES = ("throughput.steps_per_s", "ingest_triggered.events_per_s")
 DBOS_LATENCIES = ("latency", "latency_default_polling", "resume", "scale_latency", "scale_resume")
 
