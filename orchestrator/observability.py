@@ -82,9 +82,8 @@ class Observer:
         self, events: Sequence[NewEvent], result: IngestResult, *, start_ns: int, end_ns: int
     ) -> None:
         """After SendEvent committed: its spans, the runs it started, the waits it resumed."""
-        if not self.enabled:
-            return
-        self._spawn(self._events_ingested(events, result, start_ns, end_ns), "observe-events")
+        if self.tracer.enabled or (self.metrics.enabled and result.run_ids):
+            self._spawn(self._events_ingested(events, result, start_ns, end_ns), "observe-events")
 
     async def _events_ingested(
         self, events: Sequence[NewEvent], result: IngestResult, start_ns: int, end_ns: int
