@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine, Executable, Table
@@ -51,6 +52,12 @@ class Dialect(Protocol):
 
     def create_engine(self, url: str) -> Engine:
         """An engine configured for the orchestrator's access pattern."""
+        ...
+
+    def transaction(self, conn: Connection, read_only: bool) -> AbstractContextManager[Any]:
+        """The transaction a store call (or a group of them) runs in on ``conn``: committed at the
+        exit, rolled back when the block raises (SQLAlchemy's ``conn.begin()``, or the dialect's
+        own on the driver)."""
         ...
 
     def close(self) -> None:

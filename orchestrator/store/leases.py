@@ -30,23 +30,6 @@ _r, _s, _e = t.runs, t.steps, t.events
 _NEWEST_SEQ_SQL = "COALESCE((SELECT seq FROM events ORDER BY seq DESC LIMIT 1), 0)"
 
 
-# What a work item needs of a claimed run and of the event that started it.
-_CLAIMED_COLUMNS = (
-    _r.c.id,
-    _r.c.app_id,
-    _r.c.function_id,
-    _r.c.body_attempts,
-    _r.c.lost_attempts,
-    _r.c.step_count,
-    _r.c.available_at_ms,
-    _e.c.seq.label("event_seq"),
-    _e.c.id.label("event_id"),
-    _e.c.name.label("event_name"),
-    _e.c.data.label("event_data"),
-    _e.c.ts_ms.label("event_ts_ms"),
-)
-
-
 def _oldest_ready(query: Select[Any], *, of_functions: bool) -> Select[Any]:
     """``query`` narrowed to the oldest ready runs of the app (up to ``max_items``), locked. SKIP
     LOCKED: concurrent pollers on PostgreSQL take different runs instead of queueing on the same
@@ -68,26 +51,67 @@ def _oldest_ready(query: Select[Any], *, of_functions: bool) -> Select[Any]:
     return query
 
 
-def _candidates(*, of_functions: bool) -> Prepared:
-    # SQLite: the oldest ready runs with their triggering events, leased by ``_LEASE`` next.
-    query = select(*_CLAIMED_COLUMNS).select_from(_r.join(_e, _e.c.seq == _r.c.event_seq))
-    return Prepared(_oldest_ready(query, of_functions=of_functions), expanding=_expanding(of_functions))
+# The events table under a name of its own in the subqueries of a lease's RETURNING, whose columns
+# SQLite renders unqualified: ``seq`` there can only be the event's, ``event_seq`` only the run's.
+_EV = _e.alias("ev")
+
+
+def _event_column(name: str) -> Any:
+    """A column of the event that started the run being leased (by its primary key: one lookup)."""
+    column = _EV.c[name]
+    return select(column).where(_EV.c.seq == _r.c.event_seq).scalar_subquery().label(f"event_{name}")
+
+
+def _lease_oldest(*, of_functions: bool) -> Prepared:
+    # SQLite: a claim is one statement, which leases the oldest ready runs of the app (chosen by the
+    # claim index in the subquery, then reached by primary key) and returns what their work items
+    # need, their events included. RETURNING cannot name a joined table (an UPDATE ... FROM's), but
+    # its scalar subqueries may read any: one lookup by primary key per event column. One statement
+    # where a SELECT of the candidates joined with their events, then an UPDATE of their ids, took
+    # two: a statement costs 60-100 us after an idle gap here, on the way from an event to its first
+    # step. No "AND state = 'ready'" outside the subquery: the candidates were read under the same
+    # write lock (BEGIN IMMEDIATE), in the same statement; and with it SQLite's planner (no
+    # statistics) chose the index on state over the primary key for five ids or more, so every
+    # claim read every ready run (a backlog of 30,000 ready runs made parking CPU-bound on it).
+    chosen = _oldest_ready(select(_r.c.id), of_functions=of_functions).correlate(None)
+    statement = (
+        update(_r)
+        .where(_r.c.id.in_(chosen.scalar_subquery()))
+        .values(
+            state=RunState.LEASED,
+            lease_id=bindparam("lease_id"),
+            lease_expires_ms=bindparam("lease_expires_ms"),
+            worker_id=bindparam("worker_id"),
+        )
+        .returning(
+            _r.c.id,
+            _r.c.app_id,
+            _r.c.function_id,
+            _r.c.body_attempts,
+            _r.c.lost_attempts,
+            _r.c.step_count,
+            _r.c.available_at_ms,
+            _r.c.event_seq,
+            *(_event_column(name) for name in ("id", "name", "data", "ts_ms")),
+        )
+    )
+    return Prepared(statement, expanding=_expanding(of_functions))
 
 
 def _expanding(of_functions: bool) -> tuple[str, ...]:
     return ("function_ids",) if of_functions else ()
 
 
-_CANDIDATES = _candidates(of_functions=False)
-_CANDIDATES_OF_FUNCTIONS = _candidates(of_functions=True)
+_LEASE_OLDEST = _lease_oldest(of_functions=False)
+_LEASE_OLDEST_OF_FUNCTIONS = _lease_oldest(of_functions=True)
 # PostgreSQL: a claim is one statement. It chooses the oldest ready runs (SKIP LOCKED: concurrent
 # pollers take different runs), ends the sleeps of theirs whose time came (a sleeping run is simply
 # ready at its wake time: the claim that takes it ends the sleep), leases them, and returns each with
 # its event and its memo (the recorded steps as arrays, in position order). One round trip where
 # the candidates, the lease, the memo read and the sleep writes took three or more; and with no
 # write left to follow it, the claim can carry the transaction's COMMIT (``Tx.last_call``).
-# SQLite, whose UPDATE ... FROM cannot return the joined event's columns and whose statements cost
-# no round trip, runs ``_CANDIDATES``, ``_LEASE`` and ``_STEPS_OF``.
+# SQLite, whose statements cost no round trip, runs ``_LEASE_OLDEST`` and, for runs with recorded
+# steps, ``_STEPS_OF``.
 # The memo shows the steps as they were before the statement (one snapshot): a sleep it ends reads
 # as sleeping there, and ``_memo`` reports it completed under the same "wake_ms <= now" test.
 # Written for PostgreSQL's generic plan, which a prepared statement runs once it costs less than
@@ -152,24 +176,6 @@ _LEASE_READY = Prepared(
         bindparam("sleeping", StepStatus.SLEEPING, literal_execute=False),
     )
 )
-# SQLite: one statement leases every candidate of a claim. The runs of one claim share its lease
-# token: fencing compares a run's current token only, which a later claim of the run replaces. No
-# "AND state = 'ready'" here: the candidates were read under the same write lock (BEGIN IMMEDIATE),
-# so nothing changed them since, and with it SQLite's planner (no statistics) chose the index on
-# state over the primary key for five ids or more: every claim read every ready run (a backlog of
-# 30,000 ready runs made parking CPU-bound on this one statement).
-_LEASE = Prepared(
-    update(_r)
-    .where(_r.c.id.in_(bindparam("run_ids", expanding=True)))
-    .values(
-        state=RunState.LEASED,
-        lease_id=bindparam("lease_id"),
-        lease_expires_ms=bindparam("lease_expires_ms"),
-        worker_id=bindparam("worker_id"),
-    )
-    .returning(_r.c.id),
-    expanding=("run_ids",),
-)
 _STEPS_OF = Prepared(
     select(_s)
     .where(_s.c.run_id.in_(bindparam("run_ids", expanding=True)))
@@ -213,25 +219,19 @@ def claim(
             max_items=max_items, lease_id=lease_id, lease_expires_ms=expires, worker_id=worker_id,
         ).all()  # fmt: skip
         return _leased_in_one_statement(tx, rows, worker_id, lease_id, now_ms, expires)
+    params: dict[str, Any] = {
+        "app_id": app_id, "now_ms": now_ms, "max_items": max_items, "lease_id": lease_id,
+        "lease_expires_ms": expires, "worker_id": worker_id,
+    }  # fmt: skip
     if function_ids:
-        found = _CANDIDATES_OF_FUNCTIONS.run(
-            tx, app_id=app_id, now_ms=now_ms, max_items=max_items, function_ids=list(function_ids)
-        )
+        rows = _LEASE_OLDEST_OF_FUNCTIONS.run(tx, function_ids=list(function_ids), **params).all()
     else:
-        found = _CANDIDATES.run(tx, app_id=app_id, now_ms=now_ms, max_items=max_items)
-    candidates = found.all()
-    if not candidates:
+        rows = _LEASE_OLDEST.run(tx, **params).all()
+    if not rows:
         return ClaimResult(())
-    claimed = set(
-        _LEASE.run(
-            tx,
-            run_ids=[row.id for row in candidates],
-            lease_id=lease_id,
-            lease_expires_ms=expires,
-            worker_id=worker_id,
-        ).scalars()
-    )
-    leased = [(row, lease_id) for row in candidates if row.id in claimed]
+    # RETURNING's order is not the chosen one: oldest first, as the claim index read them.
+    rows.sort(key=lambda row: row.available_at_ms)
+    leased = [(row, lease_id) for row in rows]
     # A run's memo only exists once it recorded a step: a first hand-out reads nothing more.
     with_steps = [row.id for row, _ in leased if row.step_count]
     memo, ended = _memo_steps(tx, with_steps, now_ms) if with_steps else ({}, ())

@@ -23,7 +23,7 @@ from psycopg.abc import RV, PQGen
 from psycopg.adapt import Transformer
 from sqlalchemy import Connection, Engine, Executable, Table, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import RootTransaction, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
@@ -190,6 +190,11 @@ class PostgresDialect:
         event.listen(engine, "checkout", _discard_if_closed)
         event.listen(engine, "do_connect", _connect)
         return engine
+
+    def transaction(self, conn: Connection, read_only: bool) -> RootTransaction:
+        """SQLAlchemy's (on a write connection in autocommit mode, where the store sends BEGIN and
+        COMMIT itself in its pipelines, it sends nothing)."""
+        return conn.begin()
 
     def pipeline(self, driver_connection: Any, statements: list[tuple[str, Any]]) -> list[Any]:
         return _pipeline(driver_connection, statements)

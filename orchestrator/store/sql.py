@@ -286,7 +286,7 @@ class SqlStore:
             committing = False
             tx: Tx | None = None
             try:
-                with self._connection(read_only) as conn, conn.begin():
+                with self._connection(read_only) as conn, self._dialect.transaction(conn, read_only):
                     tx = self._tx(conn, read_only)
                     tx.use_hints = use_hints
                     tx.last_call = True  # the one call of this transaction
@@ -344,7 +344,7 @@ class SqlStore:
             raise RuntimeError("grouped() is not reentrant")
         lock = self._writer_lock if self._dialect.inline else contextlib.nullcontext()
         try:
-            with lock, self._connection(read_only=False) as conn, conn.begin():
+            with lock, self._connection(read_only=False) as conn, self._dialect.transaction(conn, False):
                 group = _Group(self._tx(conn, read_only=False), savepoints=self._dialect.inline)
                 token = self._group.set(group)
                 try:

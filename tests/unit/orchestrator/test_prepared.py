@@ -20,7 +20,7 @@ from orchestrator import errors
 from orchestrator.engine.model import NewEvent
 from orchestrator.store import factory
 from orchestrator.store import schema as t
-from orchestrator.store.leases import _LEASE
+from orchestrator.store.leases import _LEASE_OLDEST, _LEASE_OLDEST_OF_FUNCTIONS
 from orchestrator.store.prepared import MAX_EXPANSIONS, Prepared
 from orchestrator.store.sql import MAX_TX_ATTEMPTS, SqlStore
 from orchestrator.store.txn import Tx
@@ -264,22 +264,34 @@ def test_a_connection_lost_at_the_commit_is_store_unavailable_and_not_run_again(
 
 
 @pytest.mark.sqlite_only("SQLite's planner, without statistics, is the one that chose the index on state")
-@pytest.mark.parametrize("count", [1, 5, 100])
-def test_a_claims_lease_finds_its_runs_by_primary_key_however_many(store: SqlStore, count: int) -> None:
-    # With "AND state = 'ready'" in the lease, SQLite read every ready run through the index on
+@pytest.mark.parametrize("functions", [0, 1, 5])
+def test_a_claim_chooses_by_the_claim_index_and_leases_by_primary_key(
+    store: SqlStore, functions: int
+) -> None:
+    # The claim is one UPDATE. Its subquery reads the claim index in its own order (the scan stops
+    # after max_items rows, no sort); the UPDATE reaches the chosen runs by primary key. With
+    # "AND state = 'ready'" beside the subquery, SQLite read every ready run through the index on
     # state once a claim had five candidates or more: O(backlog) per claim.
+    lease = _LEASE_OLDEST_OF_FUNCTIONS if functions else _LEASE_OLDEST
+    params: dict[str, Any] = {
+        "app_id": "a", "now_ms": T0, "max_items": 100, "lease_id": "lease", "lease_expires_ms": T0,
+        "worker_id": "w",
+    }  # fmt: skip
+    if functions:
+        params["function_ids"] = [f"f{i}" for i in range(functions)]
 
     def plan(tx: Tx) -> list[str]:
-        compiled, args = _LEASE._bind(
-            tx,
-            {
-                "run_ids": [f"run-{i}" for i in range(count)],
-                "lease_id": "lease",
-                "lease_expires_ms": T0,
-                "worker_id": "w",
-            },
-        )
+        compiled, args = lease._bind(tx, params)
         return [str(row[-1]) for row in tx.raw.execute("EXPLAIN QUERY PLAN " + compiled.sql, args)]
 
-    (step,) = store._run(plan)
-    assert step.startswith("SEARCH runs USING") and "(id=?)" in step, step
+    steps = store._run(plan)
+    assert steps[0].startswith("SEARCH runs USING") and "(id=?)" in steps[0], steps
+    chosen = [step for step in steps if step.startswith(("SEARCH runs", "SCAN runs"))][1:]
+    assert chosen == [
+        "SEARCH runs USING INDEX ix_runs_app_id_state_available_at_ms "
+        "(app_id=? AND state=? AND available_at_ms<?)"
+    ], steps
+    assert not [step for step in steps if "TEMP B-TREE" in step or step.startswith("SCAN")], steps
+    assert [step for step in steps if step.startswith("SEARCH ev")] == [
+        "SEARCH ev USING INTEGER PRIMARY KEY (rowid=?)"
+    ] * 4, steps
