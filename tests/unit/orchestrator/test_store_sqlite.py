@@ -1,6 +1,8 @@
 """SQLite only: the WAL is copied back into the database file by a thread of the store, never by a
 commit (SQLite's automatic checkpoint runs inside the commit that crosses its threshold, which then
-takes ten times as long: every p99 of the latency shapes), and that thread ends with the store."""
+takes ten times as long: every p99 of the latency shapes), and that thread ends with the store.
+Write transactions are begun and ended on the driver, and a Core statement inside one (SQLAlchemy
+then begins its own bookkeeping) changes nothing about what commits and what rolls back."""
 
 from __future__ import annotations
 
@@ -10,10 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, insert, select
 
 from orchestrator.engine.model import FunctionSpec, NewEvent
 from orchestrator.store import factory, sqlite
+from orchestrator.store import schema as t
 from orchestrator.store.sql import SqlStore
+from orchestrator.store.txn import Tx
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.sqlite_only("the WAL and its checkpoints are SQLite's")
@@ -55,3 +60,48 @@ def test_the_checkpointer_ends_with_its_store(tmp_path: Path) -> None:
     assert _checkpointers() == before + 1
     store.close()
     assert _checkpointers() == before
+
+
+def _insert_event_through_core(tx: Tx, event_id: str) -> None:
+    tx.conn.execute(insert(t.events).values(id=event_id, name="a/b", data="{}", ts_ms=T0, received_ms=T0))
+
+
+def _events(store: SqlStore) -> int:
+    return int(store._run(lambda tx: tx.conn.execute(select(func.count()).select_from(t.events)).scalar()))
+
+
+class _Refused(Exception):
+    pass
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["alone", "in a group"])
+def test_a_core_statement_inside_a_driver_transaction_commits_and_rolls_back_with_it(
+    file_store: tuple[SqlStore, Path], grouped: bool
+) -> None:
+    store, _ = file_store
+
+    def fails(tx: Tx) -> None:
+        _insert_event_through_core(tx, "rolled-back")
+        raise _Refused("after a Core statement")
+
+    def succeeds(tx: Tx) -> None:
+        _insert_event_through_core(tx, "committed")
+
+    if grouped:
+        with store.grouped():
+            with pytest.raises(_Refused):
+                store._run(fails)  # its savepoint rolls back; the group goes on
+            store._run(succeeds)
+    else:
+        with pytest.raises(_Refused):
+            store._run(fails)
+        store._run(succeeds)
+
+    assert _events(store) == 1
+    # Nothing left open, neither by the database nor by SQLAlchemy's bookkeeping: the next
+    # transaction begins as any other (BEGIN IMMEDIATE: the write lock at once).
+    writer = store._writer
+    assert writer is not None and not writer.in_transaction()
+    assert not writer.connection.driver_connection.in_transaction
+    store.ingest_events([NewEvent(name="a/b", data_json="{}", id="after")], now_ms=T0)
+    assert _events(store) == 2
