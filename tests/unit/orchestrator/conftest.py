@@ -14,8 +14,18 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from orchestrator.store import factory
+from orchestrator.store import factory, ingest
 from orchestrator.store.sql import SqlStore
+
+
+@pytest.fixture(autouse=True)
+def no_hints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts with no ingest hints: they are per process (``store.ingest._Hints``), and
+    another test's database left some under the same event names. A store call made inside a group
+    by hand on a stale one raises ``GroupAborted``, which only a ``GroupCommitter`` replays: such a
+    test failed or passed by the order the tests ran in."""
+    for hints in ("_HINTS", "_TRIGGER_HINTS", "_WAIT_APP_HINTS"):
+        monkeypatch.setattr(ingest, hints, ingest._Hints())
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from orchestrator.engine.model import (
     StepOutput,
     WorkItem,
 )
-from orchestrator.store import ingest, postgres
+from orchestrator.store import postgres
 from orchestrator.store.base import GroupAborted
 from orchestrator.store.sql import MAX_TX_ATTEMPTS, SqlStore
 from orchestrator.wakeups import Subscription, WorkSignals
@@ -486,14 +486,11 @@ async def test_a_claim_handed_off_by_a_poller_gone_before_it_committed_goes_to_a
 
 @pytest.mark.postgres_only("only a pipelining store acts on hints")
 async def test_an_event_sent_on_a_stale_hint_replays_its_group_and_the_parked_poller_gets_every_run(
-    store: SqlStore, committer: GroupCommitter, signals: WorkSignals, monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, committer: GroupCommitter, signals: WorkSignals
 ) -> None:
     # The event, its runs and the handed-off claim go in one round trip with the COMMIT; the guard
     # refuses the hint (a second function is triggered now), so the group is replayed call by call.
-    monkeypatch.setattr(ingest, "_HINTS", ingest._Hints())
-    monkeypatch.setattr(ingest, "_TRIGGER_HINTS", ingest._Hints())
-    monkeypatch.setattr(ingest, "_WAIT_APP_HINTS", ingest._Hints())
-    register(store)
+    register(store)  # with no hints yet (``no_hints``)
     await committer.submit(lambda: send(store, "e1"))  # the hint: a/b starts crm's f, no waits
     store.register_functions("crm", [FunctionSpec("g", ("a/b",), 4)], now_ms=T0)
     abandoned: list[Any] = []

@@ -42,12 +42,9 @@ ORDERED = "shop/ordered"
 
 @pytest.fixture(autouse=True)
 def attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Starts with no hints (they are per process, and other tests' databases left some); yields
-    how each attempt to ingest went: "hints" (sent on the hints), else "read" (looked up first). An
-    attempt on a stale hint is rolled back and followed by a "read" one."""
-    monkeypatch.setattr(ingest, "_HINTS", ingest._Hints())
-    monkeypatch.setattr(ingest, "_TRIGGER_HINTS", ingest._Hints())
-    monkeypatch.setattr(ingest, "_WAIT_APP_HINTS", ingest._Hints())
+    """Yields how each attempt to ingest went (with no hints at the start: ``no_hints``): "hints"
+    (sent on the hints), else "read" (looked up first). An attempt on a stale hint is rolled back
+    and followed by a "read" one."""
     seen: list[str] = []
     plain_ingest, plain_on_hints = ingest.ingest, ingest._ingest_on_hints
 

@@ -30,13 +30,6 @@ DAY = 86_400_000
 UPLOADED, REVIEWED, OTHER = "api/uploaded", "api/reviewed", "api/other"
 
 
-@pytest.fixture(autouse=True)
-def no_hints(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Starts with no hints: they are per process, and other tests' databases left some."""
-    for hints in ("_HINTS", "_TRIGGER_HINTS", "_WAIT_APP_HINTS"):
-        monkeypatch.setattr(ingest, hints, ingest._Hints())
-
-
 def waiting_runs(
     store: SqlStore, waits: list[tuple[str, str, object]], *, timeout: int = T0 + DAY, now: int = T0
 ) -> list[WorkItem]:
