@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import select
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
@@ -23,7 +25,7 @@ from psycopg.abc import RV, PQGen
 from psycopg.adapt import Transformer
 from sqlalchemy import Connection, Engine, Executable, Table, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.engine import RootTransaction, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
@@ -150,6 +152,18 @@ class DatabaseClock:
             return self._last_ms
 
 
+@contextlib.contextmanager
+def _store_sent_transaction(conn: Connection) -> Iterator[None]:
+    """A write transaction whose BEGIN and COMMIT the store sends itself (``Tx``, ``prepared``).
+    SQLAlchemy's ``conn.begin()`` around it sent nothing on an autocommit connection, and cost
+    Python on the way in and out of every group commit. A block that raises leaves the rollback to
+    the connection's return to the pool (``SqlStore._pipelined_writer`` closes it). Where a Core
+    statement ran inside, SQLAlchemy began its own bookkeeping: it is closed after (nothing to send)."""
+    yield
+    if conn.in_transaction():
+        conn.commit()
+
+
 class PostgresDialect:
     """PostgreSQL: many connections, row locks (FOR UPDATE [SKIP LOCKED]) and advisory locks."""
 
@@ -191,10 +205,11 @@ class PostgresDialect:
         event.listen(engine, "do_connect", _connect)
         return engine
 
-    def transaction(self, conn: Connection, read_only: bool) -> RootTransaction:
-        """SQLAlchemy's (on a write connection in autocommit mode, where the store sends BEGIN and
-        COMMIT itself in its pipelines, it sends nothing)."""
-        return conn.begin()
+    def transaction(self, conn: Connection, read_only: bool) -> AbstractContextManager[Any]:
+        """Reads: SQLAlchemy's. Writes: the store's own BEGIN and COMMIT, sent in its pipelines on a
+        connection in autocommit mode (``SqlStore._pipelined_writer``), so nothing is wrapped around
+        them here (``_store_sent_transaction``)."""
+        return conn.begin() if read_only else _store_sent_transaction(conn)
 
     def pipeline(self, driver_connection: Any, statements: list[tuple[str, Any]]) -> list[Any]:
         return _pipeline(driver_connection, statements)
