@@ -152,6 +152,30 @@ def test_registrations_and_runs_persist_across_a_reopen(tmp_path: Path) -> None:
 # -- claims and leases ------------------------------------------------------------------------------
 
 
+def test_a_claim_of_several_runs_hands_each_its_own_event_oldest_first(store: SqlStore) -> None:
+    # One statement leases the runs and reads their events (SQLite: subqueries in its RETURNING,
+    # whose rows come back in no particular order): each item must carry the event that started
+    # its run, every field of it, and the items come oldest first.
+    register(store, "crm", "f", "a/b", "c/d")
+    sent = [
+        ("c/d", {"n": 3}, "e3", T0 + 2),
+        ("a/b", {"n": 1}, "e1", T0),
+        ("a/b", {"n": 2}, "e2", T0 + 1),
+    ]
+    run_of: dict[str, str] = {}
+    for name, data, event_id, at in sent:
+        ingested = store.ingest_events([NewEvent(name, json.dumps(data), event_id, at - 1_000)], now_ms=at)
+        (run_of[event_id],) = ingested.run_ids
+    items = claim(store, now=T0 + 10)
+    assert [(i.event.id, i.event.name, json.loads(i.event.data_json), i.event.ts_ms) for i in items] == [
+        ("e1", "a/b", {"n": 1}, T0 - 1_000),
+        ("e2", "a/b", {"n": 2}, T0 + 1 - 1_000),
+        ("e3", "c/d", {"n": 3}, T0 + 2 - 1_000),
+    ]
+    assert {i.event.id: i.run_id for i in items} == run_of
+    assert items[0].event.seq < items[1].event.seq
+
+
 def test_claim_leases_ready_runs_of_the_callers_functions(store: SqlStore) -> None:
     register(store, "crm", "f", "a/b")
     register(store, "crm", "g", "a/b")
