@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, text, update
+from sqlalchemy import bindparam, select, text, update
 
 from orchestrator import clock
 from orchestrator.engine import transitions
@@ -28,27 +28,6 @@ from orchestrator.store.txn import AnyRow, Tx
 _r, _s, _e = t.runs, t.steps, t.events
 # The newest event seq (``txn.NEWEST_SEQ``) for hand-written statements.
 _NEWEST_SEQ_SQL = "COALESCE((SELECT seq FROM events ORDER BY seq DESC LIMIT 1), 0)"
-
-
-def _oldest_ready(query: Select[Any], *, of_functions: bool) -> Select[Any]:
-    """``query`` narrowed to the oldest ready runs of the app (up to ``max_items``), locked. SKIP
-    LOCKED: concurrent pollers on PostgreSQL take different runs instead of queueing on the same
-    rows (SQLite renders no FOR UPDATE; its single writer serialises claims)."""
-    query = (
-        query.where(
-            _r.c.app_id == bindparam("app_id"),
-            _r.c.state == RunState.READY,
-            _r.c.available_at_ms <= bindparam("now_ms"),
-        )
-        # Oldest first, in the claim index's own order, so the scan stops after max_items rows. (With
-        # a tie-break on id, every ready run of the app was read and sorted per claim: O(backlog).)
-        .order_by(_r.c.available_at_ms)
-        .limit(bindparam("max_items"))
-        .with_for_update(skip_locked=True, of=_r)
-    )
-    if of_functions:
-        query = query.where(_r.c.function_id.in_(bindparam("function_ids", expanding=True)))
-    return query
 
 
 # The events table under a name of its own in the subqueries of a lease's RETURNING, whose columns
@@ -75,7 +54,21 @@ def _lease_oldest(*, of_functions: bool) -> Prepared:
     # lock (BEGIN IMMEDIATE); and with it SQLite's planner (no statistics) chose the index on state
     # over the primary key for five ids or more, so every claim read every ready run (a backlog of
     # 30,000 ready runs made parking CPU-bound on it).
-    chosen = _oldest_ready(select(_r.c.id), of_functions=of_functions).correlate(None)
+    chosen = (
+        select(_r.c.id)
+        .where(
+            _r.c.app_id == bindparam("app_id"),
+            _r.c.state == RunState.READY,
+            _r.c.available_at_ms <= bindparam("now_ms"),
+        )
+        # Oldest first, in the claim index's own order, so the scan stops after max_items rows. (With
+        # a tie-break on id, every ready run of the app was read and sorted per claim: O(backlog).)
+        .order_by(_r.c.available_at_ms)
+        .limit(bindparam("max_items"))
+        .correlate(None)
+    )
+    if of_functions:
+        chosen = chosen.where(_r.c.function_id.in_(bindparam("function_ids", expanding=True)))
     statement = (
         update(_r)
         .where(_r.c.id.in_(chosen.scalar_subquery()))
@@ -97,11 +90,7 @@ def _lease_oldest(*, of_functions: bool) -> Prepared:
             *(_event_column(name) for name in ("id", "name", "data", "ts_ms")),
         )
     )
-    return Prepared(statement, expanding=_expanding(of_functions))
-
-
-def _expanding(of_functions: bool) -> tuple[str, ...]:
-    return ("function_ids",) if of_functions else ()
+    return Prepared(statement, expanding=("function_ids",) if of_functions else ())
 
 
 _LEASE_OLDEST = _lease_oldest(of_functions=False)
