@@ -36,7 +36,7 @@ from orchestrator.engine.model import (
     WaitStatus,
     Wakeups,
 )
-from orchestrator.store import ingest, lost, txn
+from orchestrator.store import ingest, lost, names, txn
 from orchestrator.store import schema as t
 from orchestrator.store.prepared import Prepared
 from orchestrator.store.txn import AnyRow, Tx
@@ -505,6 +505,7 @@ def _wait(
         match_hash=txn.hash_value(value),
         expires_ms=outcome.timeout_ms,
     )
+    names.wait_added(tx, outcome.event, outcome.match)
     transitions.require(RunState(run.state), RunState.PARKED)
     _LET_GO_PARKED.run_later(tx, run_id=run.id, current_lease=c.lease_id, step_count=step_count)
     tx.log(

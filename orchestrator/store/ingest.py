@@ -24,6 +24,7 @@ from orchestrator.engine.model import (
     WaitStatus,
     Wakeups,
 )
+from orchestrator.store import names as event_names
 from orchestrator.store import prepared, txn
 from orchestrator.store import schema as t
 from orchestrator.store.prepared import Prepared, Result
@@ -52,45 +53,12 @@ _INSERT_EVENT_IF_NEW = Prepared(
         f"VALUES ({', '.join(':' + c for c in _EVENT_COLUMNS)}) ON CONFLICT (id) DO NOTHING RETURNING seq"
     )
 )
-_ft, _fn = t.function_triggers, t.functions
-_TRIGGERED = Prepared(
-    select(_ft.c.event_name, _fn.c.app_id, _fn.c.function_id, _fn.c.retries)
-    .select_from(_ft.join(_fn))
-    .where(_ft.c.event_name.in_(bindparam("names", expanding=True)))
-    .order_by(_fn.c.app_id, _fn.c.function_id),
-    expanding=("names",),
-)
 _INSERT_RUNS = insert(_r)
 _RUN_COLUMNS = (
     "id", "app_id", "function_id", "event_seq", "event_id", "status", "state", "available_at_ms", "retries",
     "body_attempts", "lost_attempts", "event_mark", "step_count", "created_ms",
 )
 _INSERT_RUN = Prepared(insert(_r).values({c: bindparam(c) for c in _RUN_COLUMNS}))
-# The distinct match paths of the open waits on an event name, by a loose index scan: one index
-# seek per distinct path (the index on event_name, status, match_path), however many runs wait.
-# A plain SELECT DISTINCT would read every open wait's index entry: 100,000 for 100,000 waits.
-# ORDER BY ... LIMIT 1 rather than MIN(): PostgreSQL turns MIN into that seek only when its
-# statistics say it pays, and without them (a table never analyzed) it read all 100,000 entries
-# (140 ms) on every event of that name.
-_OPEN_PATHS = """
-    paths(path) AS (
-        SELECT (
-            SELECT match_path FROM waits WHERE event_name = :name AND status = :waiting
-            ORDER BY match_path LIMIT 1
-        )
-        UNION ALL
-        SELECT (
-            SELECT w.match_path FROM waits AS w
-            WHERE w.event_name = :name AND w.status = :waiting AND w.match_path > paths.path
-            ORDER BY w.match_path LIMIT 1
-        )
-        FROM paths WHERE paths.path IS NOT NULL
-    )"""
-_WAITED_PATHS = Prepared(
-    text(f"WITH RECURSIVE {_OPEN_PATHS} SELECT path FROM paths WHERE path IS NOT NULL").bindparams(
-        bindparam("waiting", WaitStatus.WAITING, literal_execute=False)
-    ),
-)
 # With each wait, its run's app: where the store pipelines, the app the event makes ready is known
 # before the wait is resolved, so the resolution goes with the next round trip (the claim a parked
 # poller left, or the COMMIT).
@@ -224,7 +192,7 @@ _INGEST_ON_HINTS = Prepared(
 # does per wait; one round trip instead of a lookup and then the writes. The apps are what the
 # caller announces (a parked poller's claim goes with this statement), so the guard also requires
 # that the open waits' paths are exactly the hinted ones (the same loose index scan as
-# ``_WAITED_PATHS``) and that every run made ready is of a hinted app. The waits' update decides
+# ``names.WAITED_PATHS``) and that every run made ready is of a hinted app. The waits' update decides
 # their race with a timeout, as one by id does. One path, as scalars, not a list of them: with
 # lists the generic plan's estimates (ten elements each) cost it more than planning every execution
 # (0.6 ms of the server's time per event, measured), and PostgreSQL kept planning each one. The
@@ -233,7 +201,7 @@ _INGEST_ON_HINTS = Prepared(
 _RESUME_ON_HINTS = Prepared(
     text(
         f"""
-        WITH RECURSIVE {_OPEN_PATHS}, {_EVENT_AND_RUNS}, won AS (
+        WITH RECURSIVE {event_names.OPEN_PATHS}, {_EVENT_AND_RUNS}, won AS (
             UPDATE waits SET status = :matched, resolved_event_id = :id, resolved_ms = :received_ms
             WHERE event_name = :name AND status = :waiting AND match_path = :path
                 AND match_hash = :hash AND match_value = :match_value AND EXISTS (SELECT 1 FROM ev)
@@ -284,21 +252,22 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
         {"id": i, "name": e.name, "data": e.data_json, "ts_ms": e.ts_ms or now_ms, "received_ms": now_ms}
         for e, i in zip(events, ids, strict=True)
     ]
-    if len(rows) == 1 and tx.dialect.pipelines and tx.use_hints:
+    if not tx.dialect.pipelines:
+        return _ingest_remembering(tx, rows, now_ms)
+    if len(rows) == 1 and tx.use_hints:
         on_hints = _ingest_on_hints(tx, rows[0])
         if on_hints is not None:
             return on_hints
     # The functions the names trigger, and the match paths of the waits on them: read with the
-    # insert of a lone event (one round trip where the dialect pipelines; wasted if it is a known
-    # id), after the inserts of a batch (only the names of its new events).
+    # insert of a lone event (one round trip; wasted if it is a known id), after the inserts of a
+    # batch (only the names of its new events).
     names: list[str]
     prefetched: dict[tuple[str, str], Result] = {}
     if len(rows) == 1:
         names = [events[0].name]
-        # Where the dialect pipelines, the waits the event would match on the paths last seen
-        # waited on under its name ride along too (``_PathHints``): a resume then needs no round
-        # trip of lookups of its own.
-        hinted = _hinted_lookups(rows[0]) if tx.dialect.pipelines else []
+        # The waits the event would match on the paths last seen waited on under its name ride
+        # along too (``_PathHints``): a resume then needs no round trip of lookups of its own.
+        hinted = _hinted_lookups(rows[0])
         inserted, triggered, *waited = prepared.run_all(
             tx, (_INSERT_EVENT_IF_NEW, rows[0]), *_lookups(names), *(call for _, call in hinted)
         )
@@ -312,15 +281,46 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
             triggered, *waited = prepared.run_all(tx, *_lookups(names))
     if not records:
         return IngestResult(tuple(ids), ())
+    targets = triggered.all()
+    paths = {name: found for name, result in zip(names, waited, strict=True) if (found := result.scalars())}
+    for name in names:
+        _HINTS.seen(name, paths.get(name, ()))
+        _TRIGGER_HINTS.seen(name, [(r.app_id, r.function_id) for r in targets if r.event_name == name])
+    return _start_and_resume(tx, ids, records, targets, paths, now_ms, prefetched)
+
+
+def _ingest_remembering(tx: Tx, rows: Sequence[dict[str, Any]], now_ms: int) -> IngestResult:
+    """SQLite: the events' inserts, then their names' triggers and waited paths as the connection
+    remembers them (``store.names``: read only when not remembered)."""
+    ids = tuple(row["id"] for row in rows)
+    if len(rows) == 1:
+        records = _inserted_one(tx, rows[0], _INSERT_EVENT_IF_NEW.run(tx, **rows[0]).scalar())
+    else:
+        records = _insert_new(tx, rows)
+    if not records:
+        return IngestResult(ids, ())
+    remembered = event_names.known(tx)
+    assert remembered is not None  # not pipelining
+    names = sorted({r.name for r in records})
+    targets = remembered.triggered(tx, names)
+    paths = {name: sorted(found) for name in names if (found := remembered.waited_paths(tx, name))}
+    return _start_and_resume(tx, ids, records, targets, paths, now_ms, {})
+
+
+def _start_and_resume(
+    tx: Tx,
+    ids: Sequence[str],
+    records: Sequence[EventRecord],
+    targets: Sequence[AnyRow],
+    paths: dict[str, list[str]],
+    now_ms: int,
+    prefetched: dict[tuple[str, str], Result],
+) -> IngestResult:
+    """The runs the new events start and the waits they resume; ``ids`` are every event's, known
+    ones included."""
     for record in records:
         tx.log("event.received", event_id=record.id, name=record.name, seq=record.seq)
-    targets = triggered.all()
     run_ids, ready_apps = _start_runs(tx, records, targets, now_ms)
-    paths = {name: found for name, result in zip(names, waited, strict=True) if (found := result.scalars())}
-    if tx.dialect.pipelines:  # only a pipelining store uses the hints
-        for name in names:
-            _HINTS.seen(name, paths.get(name, ()))
-            _TRIGGER_HINTS.seen(name, [(r.app_id, r.function_id) for r in targets if r.event_name == name])
     resumed_apps, ended = _resolve_waits(tx, records, paths, now_ms, prefetched)
     ready_apps.update(resumed_apps)
     return IngestResult(tuple(ids), tuple(run_ids), Wakeups(frozenset(ready_apps)), ended)
@@ -333,7 +333,7 @@ class _Hints(Generic[K]):
     hints were last forgotten).
 
     A hint, never an answer. Path hints let a lone event send its wait lookups with its insert; the
-    match paths are still read (``_WAITED_PATHS``) in the same round trip, and a lookup of a path the
+    match paths are still read (``names.WAITED_PATHS``) in the same round trip, and a lookup of a path the
     hint missed runs after it as before (wait registrations of the name are excluded while an
     ingest holds its name lock, so a lookup sent after the paths read sees the same open waits).
     Where a name was last seen with a known set of functions and no waits, or waits on known paths
@@ -466,7 +466,10 @@ def _values_on(row: dict[str, Any], paths: Iterable[str]) -> list[tuple[str, str
 
 
 def _lookups(names: Sequence[str]) -> list[tuple[Prepared, dict[str, Any]]]:
-    return [(_TRIGGERED, {"names": list(names)}), *((_WAITED_PATHS, {"name": name}) for name in names)]
+    return [
+        (event_names.TRIGGERED, {"names": list(names)}),
+        *((event_names.WAITED_PATHS, {"name": name}) for name in names),
+    ]
 
 
 def _inserted_one(tx: Tx, row: dict[str, Any], seq: int | None) -> list[EventRecord]:
@@ -681,6 +684,7 @@ def resolve_wait(
 
 def register(tx: Tx, app_id: str, functions: Sequence[FunctionSpec], now_ms: int) -> None:
     """Creates or updates an app's functions; each one's triggers become exactly the given ones."""
+    event_names.functions_changed(tx)
     fn, ft = t.functions, t.function_triggers
     for spec in functions:
         tx.conn.execute(

@@ -61,6 +61,10 @@ class Tx:
         self.last_call = False
         # True once a COMMIT was sent: nothing may run in this transaction any more.
         self.committed = False
+        # SQLite (``store.names``): whether this transaction checked what its connection remembers
+        # against other connections' commits, and whether it wrote functions.
+        self.names_checked = False
+        self.functions_written = False
         self._logs: list[tuple[str, dict[str, Any]]] = []
 
     @property

@@ -1,4 +1,4 @@
-"""The match paths waited on under an event name (``store.ingest._WAITED_PATHS``, a recursive-CTE
+"""The match paths waited on under an event name (``store.names.WAITED_PATHS``, a recursive-CTE
 loose index scan: one seek per distinct path), and the event ingest built on it, on both databases.
 
 The scan must return each path with an open wait exactly once however many runs wait on it, never
@@ -20,7 +20,7 @@ from orchestrator.engine.model import (
     WaitStatus,
     WorkItem,
 )
-from orchestrator.store import ingest
+from orchestrator.store import ingest, names
 from orchestrator.store import schema as t
 from orchestrator.store.sql import SqlStore
 
@@ -58,7 +58,7 @@ def waiting_runs(
 
 
 def waited_paths(store: SqlStore, name: str) -> list[str]:
-    return store._run(lambda tx: ingest._WAITED_PATHS.run(tx, name=name).scalars())
+    return store._run(lambda tx: names.WAITED_PATHS.run(tx, name=name).scalars())
 
 
 def open_waits(observer: Engine, name: str) -> int:
