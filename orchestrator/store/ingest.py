@@ -73,6 +73,22 @@ _WAITS_MATCHING = Prepared(
     )
     .order_by(_w.c.id),
 )
+# SQLite: the open waits on a name and path whose value is the event's, matched and returned in one
+# statement (where a lookup of them, then an update of each, took one more per event).
+_MATCH_WAITS = Prepared(
+    update(_w)
+    .where(
+        _w.c.event_name == bindparam("name"),
+        _w.c.status == WaitStatus.WAITING,
+        _w.c.match_path == bindparam("path"),
+        _w.c.match_hash == bindparam("hash"),
+        _w.c.match_value == bindparam("value"),  # the hash narrowed; the value decides
+    )
+    .values(
+        status=WaitStatus.MATCHED, resolved_event_id=bindparam("event_id"), resolved_ms=bindparam("now_ms")
+    )
+    .returning(_w.c.id, _w.c.run_id, _w.c.step_id)
+)
 _RESOLVE_WAIT = Prepared(
     update(_w)
     .where(_w.c.id == bindparam("wait_id"), _w.c.status == WaitStatus.WAITING)
@@ -575,10 +591,12 @@ def _resolve_waits(
                 matches.append((record, path, value))
     if not matches:
         return set(), []
+    if not tx.dialect.pipelines:
+        return _match_waits(tx, matches, now_ms)
     # The waits each (event, path) matches (those of a lone event's hinted paths came with its
-    # insert), then the writes of every wait: one or two round trips where the dialect pipelines,
-    # however many waits. Statements run in order, so a wait that two events of a batch match goes
-    # to the first, whose update wins.
+    # insert), then the writes of every wait: one or two round trips however many waits.
+    # Statements run in order, so a wait that two events of a batch match goes to the first, whose
+    # update wins.
     found: list[Result | None] = [prefetched.get((path, value)) for _, path, value in matches]
     missing = [i for i, result in enumerate(found) if result is None]
     if missing:
@@ -597,21 +615,32 @@ def _resolve_waits(
     ]
     if not waits:
         return set(), []
-    if tx.dialect.pipelines:
-        learned: dict[str, set[str]] = {}
-        for record, wait in waits:
-            learned.setdefault(record.name, set()).add(wait.app_id)
-        for name, resumed in learned.items():
-            _WAIT_APP_HINTS.seen(name, resumed.union(_WAIT_APP_HINTS.get(name) or ()))
-        return {wait.app_id for _, wait in waits}, _resolve_later(tx, waits, now_ms)
+    learned: dict[str, set[str]] = {}
+    for record, wait in waits:
+        learned.setdefault(record.name, set()).add(wait.app_id)
+    for name, resumed in learned.items():
+        _WAIT_APP_HINTS.seen(name, resumed.union(_WAIT_APP_HINTS.get(name) or ()))
+    return {wait.app_id for _, wait in waits}, _resolve_later(tx, waits, now_ms)
+
+
+def _match_waits(
+    tx: Tx, matches: Sequence[tuple[EventRecord, str, str]], now_ms: int
+) -> tuple[set[str], list[SuspensionEnded]]:
+    """SQLite: each (event, path, value) takes the open waits it matches (``_MATCH_WAITS``), in
+    order, so a wait that two events of a batch match goes to the first; then each wait's step and
+    run are written. Returns the apps of the runs made ready and the waits ended."""
     apps: set[str] = set()
     ended: list[SuspensionEnded] = []
-    for record, wait in waits:  # SQLite: each statement is a local call, not a round trip
-        won = resolve_wait(tx, wait.id, wait.run_id, wait.step_id, record, now_ms)
-        if won is not None:
-            ended.append(won.ended)
-            if won.app_id is not None:
-                apps.add(won.app_id)
+    for record, path, value in matches:
+        won = _MATCH_WAITS.run(
+            tx, name=record.name, path=path, hash=txn.hash_value(value), value=value, event_id=record.id,
+            now_ms=now_ms,
+        ).all()  # fmt: skip
+        for wait in sorted(won, key=lambda row: row.id):  # RETURNING's order is not the index's
+            resolved = _wait_ended(tx, wait.run_id, wait.step_id, record, now_ms)
+            ended.append(resolved.ended)
+            if resolved.app_id is not None:
+                apps.add(resolved.app_id)
     return apps, ended
 
 
@@ -658,6 +687,12 @@ def resolve_wait(
     )
     if won.rowcount != 1:
         return None
+    return _wait_ended(tx, run_id, step_id, record, now_ms)
+
+
+def _wait_ended(tx: Tx, run_id: str, step_id: str, record: EventRecord | None, now_ms: int) -> Resolved:
+    """The writes of a wait that was just resolved (its row updated): its step's outcome, and its
+    run made ready if it was parked."""
     if record is not None:
         output = matching.event_output_json(record.id, record.name, record.data_json, record.ts_ms)
         # The event that resumed the wait, and none before it, is consumed: a later wait of this

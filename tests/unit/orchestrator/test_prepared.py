@@ -20,6 +20,7 @@ from orchestrator import errors
 from orchestrator.engine.model import NewEvent
 from orchestrator.store import factory
 from orchestrator.store import schema as t
+from orchestrator.store.ingest import _MATCH_WAITS
 from orchestrator.store.leases import _LEASE_OLDEST, _LEASE_OLDEST_OF_FUNCTIONS
 from orchestrator.store.prepared import MAX_EXPANSIONS, Prepared
 from orchestrator.store.sql import MAX_TX_ATTEMPTS, SqlStore
@@ -295,3 +296,17 @@ def test_a_claim_chooses_by_the_claim_index_and_leases_by_primary_key(
     assert [step for step in steps if step.startswith("SEARCH ev")] == [
         "SEARCH ev USING INTEGER PRIMARY KEY (rowid=?)"
     ] * 4, steps
+
+
+@pytest.mark.sqlite_only("the statement that matches waits in one UPDATE is SQLite's")
+def test_matching_waits_reaches_them_by_name_status_path_and_hash(store: SqlStore) -> None:
+    params = {"name": "a/b", "path": "data.k", "hash": "h", "value": '"v"', "event_id": "e", "now_ms": T0}
+
+    def plan(tx: Tx) -> list[str]:
+        compiled, args = _MATCH_WAITS._bind(tx, dict(params))
+        return [str(row[-1]) for row in tx.raw.execute("EXPLAIN QUERY PLAN " + compiled.sql, args)]
+
+    assert store._run(plan) == [
+        "SEARCH waits USING INDEX ix_waits_event_name_status_match_path_match_hash "
+        "(event_name=? AND status=? AND match_path=? AND match_hash=?)"
+    ]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
+
 from orchestrator.engine.model import (
     Completion,
     CompletionResult,
@@ -19,6 +21,7 @@ from orchestrator.engine.model import (
     WaitForEvent,
     WorkItem,
 )
+from orchestrator.store import txn
 from orchestrator.store.sql import SqlStore
 
 T0 = 1_800_000_000_000
@@ -221,6 +224,30 @@ def test_one_event_resumes_every_run_waiting_for_it(store: SqlStore) -> None:
     wait(store, second)
     assert review(store, "same").wakeups.ready_apps == {"crm"}
     assert wait_step(store, first.run_id).status == StepStatus.COMPLETED
+    assert wait_step(store, second.run_id).status == StepStatus.COMPLETED
+
+
+def test_two_events_of_a_batch_matching_one_wait_resume_it_with_the_first(store: SqlStore) -> None:
+    item = start(store, "u1")
+    wait(store, item)
+    events = [
+        NewEvent(REVIEWED, json.dumps({"upload_id": "u1", "n": n}), f"rev-{n}") for n in (1, 2)
+    ]
+    store.ingest_events(events, now_ms=T0 + 1)
+    step = wait_step(store, item.run_id)
+    assert (step.status, step.resumed_by_event_id) == (StepStatus.COMPLETED, "rev-1")
+    assert json.loads(step.output_json)["data"] == {"upload_id": "u1", "n": 1}
+
+
+def test_waits_whose_values_share_a_hash_are_told_apart_by_value(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(txn, "hash_value", lambda value: None if value is None else "same")
+    first, second = start(store, "u1"), start(store, "u2")
+    wait(store, first)
+    wait(store, second)
+    review(store, "u2", now=T0 + 1)
+    assert wait_step(store, first.run_id).status == StepStatus.WAITING
     assert wait_step(store, second.run_id).status == StepStatus.COMPLETED
 
 
