@@ -270,7 +270,8 @@ def test_a_claim_chooses_by_the_claim_index_and_leases_by_primary_key(
     store: SqlStore, functions: int
 ) -> None:
     # The claim is one UPDATE. Its subquery reads the claim index in its own order (the scan stops
-    # after max_items rows, no sort); the UPDATE reaches the chosen runs by primary key. With
+    # after max_items rows, no sort); the UPDATE reaches the chosen runs by primary key, and their
+    # events and memos by theirs. With
     # "AND state = 'ready'" beside the subquery, SQLite read every ready run through the index on
     # state once a claim had five candidates or more: O(backlog) per claim.
     lease = _LEASE_OLDEST_OF_FUNCTIONS if functions else _LEASE_OLDEST
@@ -296,6 +297,10 @@ def test_a_claim_chooses_by_the_claim_index_and_leases_by_primary_key(
     assert [step for step in steps if step.startswith("SEARCH ev")] == [
         "SEARCH ev USING INTEGER PRIMARY KEY (rowid=?)"
     ] * 4, steps
+    # The memo: the run's steps by the index on (run_id, ...), one search per leased run.
+    memo = [step for step in steps if step.startswith(("SEARCH st", "SCAN st"))]
+    assert len(memo) == 1 and memo[0].startswith("SEARCH st USING INDEX sqlite_autoindex_steps_"), steps
+    assert memo[0].endswith("(run_id=?)"), steps
 
 
 @pytest.mark.sqlite_only("the statement that matches waits in one UPDATE is SQLite's")
