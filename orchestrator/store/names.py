@@ -10,7 +10,9 @@ Correct, not a hint (PostgreSQL's per-process hints in ``store.ingest`` are chec
 database instead):
 
 - ``PRAGMA data_version`` changes when any other connection commits to the database (another
-  process, a SQL shell, another store on the same file), not when this one does. It is read once
+  process, a SQL shell, another store on the same file; also a TRUNCATE checkpoint, which costs a
+  read, not a wrong answer), never for this connection's own commits (nor for the PASSIVE
+  checkpoints of the store's checkpointer). It is read once
   per write transaction that uses what is remembered, under the write lock (``BEGIN IMMEDIATE``):
   no other connection can commit until this transaction ends, so what it read holds throughout.
   When it moved, everything is forgotten and read again.
@@ -18,11 +20,15 @@ database instead):
   name's triggers, and ``wait_added`` adds a wait's path to its name's paths as the wait is
   inserted, before any event of that name can be ingested in the same or a later transaction.
 - Triggers are remembered only from a transaction that wrote no functions: what it read is
-  committed already, so no rollback can take it back.
+  committed already, so no rollback can take it back. Paths are read in a transaction that may
+  have ended waits before (an earlier call of its group): a write transaction that rolls back
+  forgets everything (``forget``, from ``sqlite._write_transaction``), or a path whose wait the
+  rollback reopened could be missing. (A call's own savepoint rollback cannot do that: an ingest
+  reads its names' paths before it resolves any wait.)
 - The paths kept may be more than the open waits use (a wait resolved, cancelled or timed out, or
   a registration rolled back): a path no open wait uses costs one indexed lookup that finds
-  nothing. They are read again every ``REREAD_PATHS_AFTER`` events of the name, so such paths do
-  not pile up. They are never fewer: a missing path would leave a wait unresumed.
+  nothing. They are read again at every ``REREAD_PATHS_AFTER``-th ingest that uses the name, so
+  such paths do not pile up. They are never fewer: a missing path would leave a wait unresumed.
 
 The memory goes with the connection (SQLAlchemy's per-connection ``info``, cleared when a
 connection is replaced), since ``data_version`` values compare only within one connection.
@@ -42,7 +48,7 @@ from orchestrator.store.prepared import Prepared
 from orchestrator.store.txn import AnyRow, Tx
 
 _INFO_KEY = "orchestrator.store.names"
-# Events of a name between two reads of its paths.
+# Ingests that use a name's remembered paths between two reads of them.
 REREAD_PATHS_AFTER = 64
 # Names remembered; past this, everything is forgotten (rare: many names) rather than tracking use.
 MAX_NAMES = 4096
@@ -105,7 +111,9 @@ class Names:
             return TRIGGERED.run(tx, names=list(names)).all()
         missing = [name for name in names if name not in self.triggers]
         if missing:
-            self._make_room(len(self.triggers), self.triggers)
+            if len(self.triggers) + len(missing) > MAX_NAMES:
+                self.triggers.clear()
+                missing = list(names)
             read: dict[str, list[AnyRow]] = {name: [] for name in missing}
             for row in TRIGGERED.run(tx, names=missing).all():
                 read[row.event_name].append(row)
@@ -118,15 +126,11 @@ class Names:
         docstring)."""
         known = self.paths.get(name)
         if known is None or known.uses >= REREAD_PATHS_AFTER:
-            self._make_room(len(self.paths), self.paths)
+            if name not in self.paths and len(self.paths) >= MAX_NAMES:
+                self.paths.clear()
             known = self.paths[name] = _Paths(set(WAITED_PATHS.run(tx, name=name).scalars()))
         known.uses += 1
         return known.paths
-
-    @staticmethod
-    def _make_room(size: int, remembered: dict[str, Any]) -> None:
-        if size >= MAX_NAMES:
-            remembered.clear()
 
 
 def known(tx: Tx) -> Names | None:
@@ -146,6 +150,12 @@ def known(tx: Tx) -> Names | None:
             names.version = version
         tx.names_checked = True
     return names
+
+
+def forget(info: dict[Any, Any]) -> None:
+    """A write transaction on the connection whose ``info`` this is rolled back: what it read may
+    have been undone (a wait it ended is open again, and its name's paths were read without it)."""
+    info.pop(_INFO_KEY, None)
 
 
 def _remembered(tx: Tx) -> Names | None:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
+from orchestrator.store import names
 from orchestrator.store.dialect import READ_ONLY
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ def _write_transaction(conn: Connection) -> Iterator[None]:
         yield
         _execute(driver, "COMMIT")
     except BaseException:
+        # What the connection remembers of event names may rest on what this transaction read.
+        names.forget(conn.connection.info)
         # Also after a COMMIT that failed: SQLite may have left the transaction open (a busy
         # database) or rolled it back itself (a full disk).
         try:

@@ -154,3 +154,28 @@ def test_waited_paths_are_read_again_after_a_bounded_number_of_events(
     for i in range(7):
         send(store, REVIEWED, T0 + i, upload=f"x{i}")
     assert sum("WITH RECURSIVE" in s for s in seen) == 3  # the 1st, 4th and 7th
+
+
+def test_a_wait_ended_in_a_group_that_rolled_back_is_resumed_by_a_later_event(store: SqlStore) -> None:
+    # The group ends the wait (a cancel), then reads the name's paths: none open. The rollback opens
+    # the wait again; had that read been remembered, no later event would look for it.
+    item = waiting(store, "crm", "data.upload", "u1")
+    with pytest.raises(RuntimeError, match="rolled back"), store.grouped():
+        store.cancel_run(item.run_id, now_ms=T0 + 1)
+        send(store, REVIEWED, T0 + 1, upload="other")
+        raise RuntimeError("rolled back")
+    assert wait_status(store, item) == StepStatus.WAITING
+    send(store, REVIEWED, T0 + 2, upload="u1")
+    assert wait_status(store, item) == StepStatus.COMPLETED
+
+
+def test_a_batch_of_remembered_and_new_names_past_the_bound_starts_every_run(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(names, "MAX_NAMES", 2)
+    store.register_functions("shop", [FunctionSpec("bill", ("a", "c"))], now_ms=T0)
+    assert len(send(store, "a")) == 1
+    assert send(store, "b") == ()
+    batch = [NewEvent("a", "{}"), NewEvent("c", "{}")]
+    assert len(store.ingest_events(batch, now_ms=T0 + 1).run_ids) == 2
+    assert len(send(store, "b", T0 + 2)) == 0
