@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from orchestrator import clock
 from orchestrator.engine import transitions
@@ -44,18 +46,21 @@ def _event_column(name: str) -> Any:
 
 # The memo of a run being leased, as one JSON array of [step_id, kind, status, output,
 # failed_attempts, position, wake_ms] per recorded step (``_MEMO_FIELDS``; in no particular order:
-# SQLite 3.40 has no ORDER BY inside an aggregate), read by the steps' primary key; none before the
-# run recorded a step. In the claim's RETURNING, where a second statement for the memo cost a resume
-# 0.05-0.1 ms after an idle gap.
+# SQLite 3.40 has no ORDER BY inside an aggregate), read by the steps' index on (run_id, position);
+# none before the run recorded a step. In the claim's RETURNING, where a second statement for the
+# memo cost a resume 0.02-0.06 ms end to end. A memo longer than SQLite's longest string (a billion
+# bytes by default: hundreds of maximal outputs) fails the statement, which then runs again without
+# memos (``_MEMO_NONE``), read by ``_STEPS_OF``: one such run must not fail every claim of its app.
 _MEMO_FIELDS = ("step_id", "kind", "status", "output", "failed_attempts", "position", "wake_ms")
 _MEMO_JSON = text(
     "CASE WHEN runs.step_count > 0 THEN (SELECT json_group_array(json_array("
     + ", ".join(f"st.{name}" for name in _MEMO_FIELDS)
     + ")) FROM steps AS st WHERE st.run_id = runs.id) END AS memo"
 )
+_MEMO_NONE = text("NULL AS memo")
 
 
-def _lease_oldest(*, of_functions: bool) -> Prepared:
+def _lease_oldest(*, of_functions: bool, memos: bool) -> Prepared:
     # SQLite: a claim is one statement, which leases the oldest ready runs of the app (chosen by the
     # claim index in the subquery, then reached by primary key) and returns what their work items
     # need, their events included. RETURNING cannot name a joined table (an UPDATE ... FROM's), but
@@ -102,14 +107,18 @@ def _lease_oldest(*, of_functions: bool) -> Prepared:
             _r.c.available_at_ms,
             _r.c.event_seq,
             *(_event_column(name) for name in ("id", "name", "data", "ts_ms")),
-            _MEMO_JSON,
+            _MEMO_JSON if memos else _MEMO_NONE,
         )
     )
     return Prepared(statement, expanding=("function_ids",) if of_functions else ())
 
 
-_LEASE_OLDEST = _lease_oldest(of_functions=False)
-_LEASE_OLDEST_OF_FUNCTIONS = _lease_oldest(of_functions=True)
+# By (of some functions only, with memos).
+_LEASE_OLDEST = {
+    (of_functions, memos): _lease_oldest(of_functions=of_functions, memos=memos)
+    for of_functions in (False, True)
+    for memos in (True, False)
+}
 # PostgreSQL: a claim is one statement. It chooses the oldest ready runs (SKIP LOCKED: concurrent
 # pollers take different runs), ends the sleeps of theirs whose time came (a sleeping run is simply
 # ready at its wake time: the claim that takes it ends the sleep), leases them, and returns each with
@@ -181,6 +190,12 @@ _LEASE_READY = Prepared(
         bindparam("sleeping", StepStatus.SLEEPING, literal_execute=False),
     )
 )
+_STEPS_OF = Prepared(
+    select(*(_s.c[name] for name in ("run_id", *_MEMO_FIELDS)))
+    .where(_s.c.run_id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(_s.c.run_id, _s.c.position),
+    expanding=("run_ids",),
+)
 _MARK = Prepared(update(_r).where(_r.c.id == bindparam("run_id")).values(event_mark=txn.NEWEST_SEQ))
 _EXTEND = Prepared(
     update(_r).where(_r.c.id == bindparam("run_id")).values(lease_expires_ms=bindparam("lease_expires_ms"))
@@ -223,15 +238,26 @@ def claim(
         "lease_expires_ms": expires, "worker_id": worker_id,
     }  # fmt: skip
     if function_ids:
-        rows = _LEASE_OLDEST_OF_FUNCTIONS.run(tx, function_ids=list(function_ids), **params).all()
-    else:
-        rows = _LEASE_OLDEST.run(tx, **params).all()
+        params["function_ids"] = list(function_ids)
+    try:
+        # (All of an UPDATE's RETURNING rows are made by its first step, inside ``run``.)
+        rows = _LEASE_OLDEST[bool(function_ids), True].run(tx, **params).all()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_TOOBIG:
+            raise
+        # A memo too long for one string (see ``_MEMO_JSON``); the failed statement changed nothing.
+        rows = _LEASE_OLDEST[bool(function_ids), False].run(tx, **params).all()
     if not rows:
         return ClaimResult(())
     # RETURNING's order is not the chosen one: oldest first, as the claim index read them.
     rows.sort(key=lambda row: row.available_at_ms)
     leased = [(row, lease_id) for row in rows]
-    memo, ended = _memo_steps(tx, [row for row in rows if row.memo], now_ms)
+    recorded: dict[str, list[Sequence[Any]]] = {row.id: json.loads(row.memo) for row in rows if row.memo}
+    unread = [row.id for row in rows if row.step_count and not row.memo]
+    if unread:
+        for step in _STEPS_OF.run(tx, run_ids=unread):
+            recorded.setdefault(step.run_id, []).append(step[1:])
+    memo, ended = _memo_steps(tx, recorded, now_ms)
     return _work_items(tx, leased, worker_id, expires, memo, ended)
 
 
@@ -331,33 +357,33 @@ def _work_items(
 
 
 def _memo_steps(
-    tx: Tx, rows: Sequence[AnyRow], now_ms: int
+    tx: Tx, recorded: dict[str, list[Sequence[Any]]], now_ms: int
 ) -> tuple[dict[str, tuple[MemoStep, ...]], tuple[SuspensionEnded, ...]]:
-    """SQLite: the recorded steps of the leased runs (their ``memo`` JSON) in position order,
-    completing the sleeps that have elapsed (a sleeping run is simply ready at its wake time: the
-    claim that takes it ends the sleep); and those sleeps."""
+    """SQLite: the recorded steps of the leased runs (by run, each step's ``_MEMO_FIELDS``) in
+    position order, completing the sleeps that have elapsed (a sleeping run is simply ready at its
+    wake time: the claim that takes it ends the sleep); and those sleeps."""
     memo: dict[str, tuple[MemoStep, ...]] = {}
     ended: list[SuspensionEnded] = []
-    for row in rows:
+    for run_id, fields in recorded.items():
         steps: list[MemoStep] = []
         woke = False
         for step_id, kind, status, output, attempts, position, wake_ms in sorted(
-            json.loads(row.memo), key=lambda step: step[5]
+            fields, key=lambda step: step[5]
         ):
             before = len(ended)
             steps.append(
                 _memo_step(
-                    tx, row.id, step_id, kind, status, output, attempts, position, wake_ms,
+                    tx, run_id, step_id, kind, status, output, attempts, position, wake_ms,
                     now_ms=now_ms, ended=ended,
                 )  # fmt: skip
             )
             if len(ended) > before:  # a sleep whose time came: this claim ends it
-                txn.SLEEP_ELAPSED.run_later(tx, run_id=row.id, step_id=step_id, ended_ms=now_ms)
+                txn.SLEEP_ELAPSED.run_later(tx, run_id=run_id, step_id=step_id, ended_ms=now_ms)
                 woke = True
         if woke:
             # The sleep is the run's newest committed step: a wait after it looks at events from now on.
-            _MARK.run(tx, run_id=row.id)
-        memo[row.id] = tuple(steps)
+            _MARK.run(tx, run_id=run_id)
+        memo[run_id] = tuple(steps)
     return memo, tuple(ended)
 
 

@@ -6,7 +6,9 @@ then begins its own bookkeeping) changes nothing about what commits and what rol
 
 from __future__ import annotations
 
+import json
 import random
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select
 
-from orchestrator.engine.model import FunctionSpec, NewEvent
+from orchestrator.engine.model import Completion, FunctionSpec, NewEvent, StepOutput, StepStatus, WorkItem
 from orchestrator.store import factory, sqlite
 from orchestrator.store import schema as t
 from orchestrator.store.sql import SqlStore
@@ -24,6 +26,7 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.sqlite_only("the WAL and its checkpoints are SQLite's")
 
 T0 = 1_800_000_000_000
+LEASE = 30_000
 
 
 @pytest.fixture
@@ -105,3 +108,34 @@ def test_a_core_statement_inside_a_driver_transaction_commits_and_rolls_back_wit
     assert not writer.connection.driver_connection.in_transaction
     store.ingest_events([NewEvent(name="a/b", data_json="{}", id="after")], now_ms=T0)
     assert _events(store) == 2
+
+
+def test_a_memo_too_long_for_one_string_is_read_step_by_step(file_store: tuple[SqlStore, Path]) -> None:
+    # The claim returns memos as one JSON string per run; past SQLite's longest string the claim
+    # runs again without them and reads the steps on their own. Here the longest string is lowered
+    # to 1,000 bytes: each output fits, the two together do not.
+    store, _ = file_store
+    store.register_functions("shop", [FunctionSpec("bill", ("order/placed",))], now_ms=T0)
+    (run_id,) = store.ingest_events([NewEvent("order/placed", "{}")], now_ms=T0).run_ids
+    (item,) = claim(store, T0)
+    outputs = {"a": json.dumps("x" * 600), "b": json.dumps("y" * 500)}
+    for step_id, output in outputs.items():
+        completion = Completion(run_id, item.lease_id, step_id, StepOutput(output))
+        store.complete_step(completion, now_ms=T0, lease_ms=LEASE)
+    store.release_work(run_id, item.lease_id, now_ms=T0 + 1)
+    default = store._run(lambda tx: tx.raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000))
+    try:
+        (again,) = claim(store, T0 + 2)
+    finally:
+        store._run(lambda tx: tx.raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, default))
+    assert [(s.id, s.status, s.output_json, s.position) for s in again.steps] == [
+        ("a", StepStatus.COMPLETED, outputs["a"], 0),
+        ("b", StepStatus.COMPLETED, outputs["b"], 1),
+    ]
+    assert store.get_run(run_id).steps[0].status == StepStatus.COMPLETED  # the transaction went on
+
+
+def claim(store: SqlStore, now: int) -> tuple[WorkItem, ...]:
+    return store.claim_work(
+        app_id="shop", function_ids=(), worker_id="w", max_items=10, now_ms=now, lease_ms=LEASE
+    ).items
