@@ -276,6 +276,25 @@ def test_steps_are_recorded_in_order_and_memoized_for_the_next_claim(store: SqlS
     assert [(s.id, s.attempts) for s in run.steps] == [("validate", 1), ("enrich", 1)]
 
 
+def test_a_memo_hands_back_every_recorded_output_as_stored(store: SqlStore) -> None:
+    # Quotes, backslashes, non-ASCII, a line separator and a NUL in outputs; a null output; an
+    # elapsed sleep the claim ends: the memo says what GetRun says, field by field.
+    register(store)
+    (run_id,) = send(store).run_ids
+    item = claim_one(store)
+    tricky = json.dumps({"q": "\"'\\", "u": "é☃\u2028", "nul": "\u0000"}, ensure_ascii=False)
+    complete(store, item, "tricky", StepOutput(tricky))
+    complete(store, item, "none", StepOutput("null"))
+    assert complete(store, item, "nap", Sleep(T0 + 10)).directive == Directive.STOP
+    again = claim_one(store, now=T0 + 20)
+    recorded = store.get_run(run_id).steps
+    assert [(s.id, s.kind, s.status, s.output_json, s.attempts, s.position) for s in again.steps] == [
+        (s.id, s.kind, s.status, s.output_json, s.attempts - 1, s.position) for s in recorded
+    ]
+    assert [(s.id, s.status) for s in again.steps][-1] == ("nap", StepStatus.COMPLETED)
+    assert json.loads(again.steps[0].output_json) == json.loads(tricky)
+
+
 def test_a_repeated_completion_gets_the_same_answer_and_is_recorded_once(store: SqlStore) -> None:
     register(store)
     (run_id,) = send(store).run_ids
