@@ -119,13 +119,15 @@ def _write_transaction(conn: Connection) -> Iterator[None]:
     SQLAlchemy's own transaction began too (``_on_begin`` sent nothing): it is closed after, with
     nothing left for it to send."""
     driver = cast(sqlite3.Connection, conn.connection.driver_connection)
+    # Taken now: once the connection is invalidated, ``conn.connection`` raises.
+    info = conn.connection.info
     _execute(driver, "BEGIN IMMEDIATE")
     try:
         yield
         _execute(driver, "COMMIT")
     except BaseException:
         # What the connection remembers of event names may rest on what this transaction read.
-        names.forget(conn.connection.info)
+        names.forget(info)
         # Also after a COMMIT that failed: SQLite may have left the transaction open (a busy
         # database) or rolled it back itself (a full disk).
         try:

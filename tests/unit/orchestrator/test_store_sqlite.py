@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, literal, select
 
 from orchestrator.engine.model import Completion, FunctionSpec, NewEvent, StepOutput, StepStatus, WorkItem
-from orchestrator.store import factory, sqlite
+from orchestrator.store import factory, sqlite, txn
 from orchestrator.store import schema as t
 from orchestrator.store.sql import SqlStore
 from orchestrator.store.txn import Tx
@@ -139,3 +139,22 @@ def claim(store: SqlStore, now: int) -> tuple[WorkItem, ...]:
     return store.claim_work(
         app_id="shop", function_ids=(), worker_id="w", max_items=10, now_ms=now, lease_ms=LEASE
     ).items
+
+
+def test_a_writer_closed_inside_a_transaction_is_replaced_for_the_next_one(
+    file_store: tuple[SqlStore, Path],
+) -> None:
+    # A Core statement opens SQLAlchemy's own transaction; the driver connection then dies. The
+    # transaction fails, and the next write runs on a new connection (not on one stuck waiting
+    # for a rollback that never came).
+    store, _ = file_store
+
+    def closed_under_it(tx: Tx) -> None:
+        tx.conn.execute(select(literal(1)))
+        tx.raw.close()
+        txn.max_seq(tx)  # a store statement: the lost connection is invalidated
+
+    with pytest.raises(Exception):  # noqa: B017 (the next writes are what this test is about)
+        store._run(closed_under_it)
+    store.register_functions("shop", [FunctionSpec("bill", ("order/placed",))], now_ms=T0)
+    assert len(store.ingest_events([NewEvent("order/placed", "{}")], now_ms=T0).run_ids) == 1
