@@ -316,10 +316,9 @@ def _ingest_remembering(tx: Tx, rows: Sequence[dict[str, Any]], now_ms: int) -> 
     if not records:
         return IngestResult(ids, ())
     remembered = event_names.known(tx)
-    assert remembered is not None  # not pipelining
     names = sorted({r.name for r in records})
     targets = remembered.triggered(tx, names)
-    paths = {name: sorted(found) for name in names if (found := remembered.waited_paths(tx, name))}
+    paths = {name: list(found) for name in names if (found := remembered.waited_paths(tx, name))}
     return _start_and_resume(tx, ids, records, targets, paths, now_ms, {})
 
 

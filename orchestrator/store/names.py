@@ -91,7 +91,7 @@ WAITED_PATHS = Prepared(
 @dataclass
 class _Paths:
     paths: set[str]
-    # Events of the name that used these paths since they were read.
+    # Ingests that used these paths since they were read.
     uses: int = 0
 
 
@@ -133,11 +133,9 @@ class Names:
         return known.paths
 
 
-def known(tx: Tx) -> Names | None:
-    """What this transaction's connection remembers, checked against other connections' commits
-    (once per transaction); None where the dialect pipelines (PostgreSQL, on hints instead)."""
-    if tx.dialect.pipelines:
-        return None
+def known(tx: Tx) -> Names:
+    """What this transaction's SQLite connection remembers, checked against other connections'
+    commits (once per transaction). (PostgreSQL ingests on per-process hints instead.)"""
     info = tx.bare_conn.connection.info
     names: Names | None = info.get(_INFO_KEY)
     if names is None:

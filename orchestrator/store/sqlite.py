@@ -118,9 +118,10 @@ def _write_transaction(conn: Connection) -> Iterator[None]:
     every SendEvent, claim and step completion is one. Where a Core statement ran inside,
     SQLAlchemy's own transaction began too (``_on_begin`` sent nothing): it is closed after, with
     nothing left for it to send."""
-    driver = cast(sqlite3.Connection, conn.connection.driver_connection)
-    # Taken now: once the connection is invalidated, ``conn.connection`` raises.
-    info = conn.connection.info
+    # Both taken now: once the connection is invalidated, ``conn.connection`` raises.
+    proxied = conn.connection
+    driver = cast(sqlite3.Connection, proxied.driver_connection)
+    info = proxied.info
     _execute(driver, "BEGIN IMMEDIATE")
     try:
         yield
