@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
 from orchestrator.engine.model import NewEvent
 from orchestrator.store import factory
@@ -93,3 +94,17 @@ def test_a_wait_registration_does_not_wait_for_ingest_of_another_name(engine: En
             registering.execute(text("SET LOCAL lock_timeout = '5s'"))
             dialect.lock_for_wait_registration(tx := Tx(registering, dialect, random.Random()), "c/d")
             tx.flush()  # would time out if it blocked
+
+
+def test_the_stores_connections_never_prefer_a_sequential_scan_and_keep_the_urls_options(
+    postgres_schema_url: str,
+) -> None:
+    # (Why: ``postgres.PLANNER_OPTIONS``; test_pg_generic_plans checks the claim's plan with it.)
+    url = make_url(postgres_schema_url).update_query_dict({"options": "-c statement_timeout=4321"})
+    store = factory.open_store(url.render_as_string(hide_password=False))
+    try:
+        with store._engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW enable_seqscan").scalar() == "off"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "4321ms"
+    finally:
+        store.close()
