@@ -336,21 +336,9 @@ def _resumable(gen: PQGen[RV]) -> PQGen[RV]:
         return cast(RV, done.value)
 
 
-# Every statement of the store reaches its rows through an index; on its connections the planner
-# never prefers a sequential scan where an index serves. Its cost model does below a few dozen pages:
-# a generic plan expects ten elements in an array parameter and random reads at four times a
-# sequential one, so on a run table of a few hundred rows and their few thousand steps (a young
-# database) the claim's plan scanned both tables whole, at every claim, for the one or two runs it
-# leased: 0.5 ms of the server's time per claim against 0.19 by the indexes (measured after 200 runs
-# of 10 steps; after a VACUUM ANALYZE it still scanned the runs).
-PLANNER_OPTIONS = "-c enable_seqscan=off"
-
-
 def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> LoopConnection:
-    """The pool's new connections are ``LoopConnection``s, with ``PLANNER_OPTIONS`` added to any
-    the URL gives. One asked for on the loop (a group commit's) is made in a thread: connecting
-    blocks (up to ``CONNECT_TIMEOUT_S``)."""
-    cparams = {**cparams, "options": " ".join(filter(None, (cparams.get("options"), PLANNER_OPTIONS)))}
+    """The pool's new connections are ``LoopConnection``s. One asked for on the loop (a group
+    commit's) is made in a thread: connecting blocks (up to ``CONNECT_TIMEOUT_S``)."""
     connect = functools.partial(LoopConnection.connect, *cargs, **cparams)
     if in_greenlet():
         return await_(asyncio.get_running_loop().run_in_executor(None, connect))

@@ -65,6 +65,8 @@ class Tx:
         # against other connections' commits, and whether it wrote functions.
         self.names_checked = False
         self.functions_written = False
+        # PostgreSQL: whether a claim set this transaction's planner to the indexes (``leases``).
+        self.planned_by_index = False
         self._logs: list[tuple[str, dict[str, Any]]] = []
 
     @property

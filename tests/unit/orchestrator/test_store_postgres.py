@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 
 from orchestrator.engine.model import NewEvent
 from orchestrator.store import factory
@@ -96,15 +95,19 @@ def test_a_wait_registration_does_not_wait_for_ingest_of_another_name(engine: En
             tx.flush()  # would time out if it blocked
 
 
-def test_the_stores_connections_never_prefer_a_sequential_scan_and_keep_the_urls_options(
-    postgres_schema_url: str,
+
+def test_a_claim_plans_the_rest_of_its_transaction_by_the_indexes_and_nothing_after(
+    pg_store: SqlStore,
 ) -> None:
-    # (Why: ``postgres.PLANNER_OPTIONS``; test_pg_generic_plans checks the claim's plan with it.)
-    url = make_url(postgres_schema_url).update_query_dict({"options": "-c statement_timeout=4321"})
-    store = factory.open_store(url.render_as_string(hide_password=False))
-    try:
-        with store._engine.connect() as conn:
-            assert conn.exec_driver_sql("SHOW enable_seqscan").scalar() == "off"
-            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "4321ms"
-    finally:
-        store.close()
+    # (Why: ``leases._PLAN_BY_INDEX``; test_pg_generic_plans checks the claim's plan with it.)
+    def setting(tx: Tx) -> str:
+        return str(tx.conn.exec_driver_sql("SHOW enable_seqscan").scalar())
+
+    with pg_store.grouped():
+        before = pg_store._run(setting)
+        pg_store.claim_work(
+            app_id="a", function_ids=(), worker_id="w", max_items=1, now_ms=T0, lease_ms=30_000
+        )
+        inside = pg_store._run(setting)
+    after = pg_store._run(setting)
+    assert (before, inside, after) == ("on", "off", "on")
