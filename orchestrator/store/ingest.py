@@ -213,7 +213,11 @@ _INGEST_ON_HINTS = Prepared(
 # lists the generic plan's estimates (ten elements each) cost it more than planning every execution
 # (0.6 ms of the server's time per event, measured), and PostgreSQL kept planning each one. The
 # runs are joined to the won waits, not chosen by ``id = ANY(...)``: on tables never analyzed,
-# that plan took the state index (every parked run) instead of the primary key.
+# that plan took the state index (every parked run) instead of the primary key. So did the join on
+# a young database (a few hundred parked runs), through any index that leads with the state: the
+# state test is written so that no index can take it (``IS TRUE``), and the transaction plans by
+# the indexes alone (``txn.plan_by_index``), which leaves the primary key (without it, the runs
+# were read whole).
 _RESUME_ON_HINTS = Prepared(
     text(
         f"""
@@ -229,7 +233,7 @@ _RESUME_ON_HINTS = Prepared(
         ), unparked AS (
             UPDATE runs SET state = :ready, available_at_ms = :received_ms,
                 event_mark = (SELECT seq FROM ev)
-            FROM won WHERE runs.id = won.run_id AND runs.state = :parked
+            FROM won WHERE runs.id = won.run_id AND (runs.state = :parked) IS TRUE
             RETURNING runs.app_id
         )
         SELECT (SELECT seq FROM ev) AS seq,
@@ -412,6 +416,7 @@ def _ingest_on_hints(tx: Tx, row: dict[str, Any]) -> IngestResult | None:
             return None
         transitions.require(RunState.PARKED, RunState.READY)
         statement, params = _RESUME_ON_HINTS, resume
+        txn.plan_by_index(tx)  # (why: ``_RESUME_ON_HINTS``)
         if resume["path"] is not None:
             ready_apps.update(apps)  # the apps its waits may wake: the claims they left go along
     run_ids = [clock.new_id() for _ in targets]

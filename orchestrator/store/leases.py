@@ -190,16 +190,6 @@ _LEASE_READY = Prepared(
         bindparam("sleeping", StepStatus.SLEEPING, literal_execute=False),
     )
 )
-# PostgreSQL: the transaction of a claim plans by the indexes alone (its statements from here on;
-# ``SET LOCAL``, so nothing of it outlives the transaction or reaches another client of the same
-# server connection behind a pooler). Below a few dozen pages the planner's cost model prefers
-# reading a table whole: a generic plan expects ten elements in an array parameter and prices a
-# random read at four sequential ones, so on a young database (a few hundred runs, their few
-# thousand steps) the claim's plan read runs and steps whole at every claim, for the one or two runs
-# it leased: 0.5 ms of the server's time per claim against 0.19 by the indexes (measured after 200
-# runs of 10 steps; analyzed, it still read the runs, and the events once per run). Every statement
-# of the claim has an index to take; reads (GetRun, ListRuns) keep the planner's choice.
-_PLAN_BY_INDEX = Prepared(text("SELECT set_config('enable_seqscan', 'off', true)"))
 _STEPS_OF = Prepared(
     select(*(_s.c[name] for name in ("run_id", *_MEMO_FIELDS)))
     .where(_s.c.run_id.in_(bindparam("run_ids", expanding=True)))
@@ -237,9 +227,7 @@ def claim(
     transitions.require(RunState.READY, RunState.LEASED)
     lease_id = clock.new_lease_id()
     if tx.dialect.name == "postgresql":
-        if not tx.planned_by_index:
-            _PLAN_BY_INDEX.run_later(tx)
-            tx.planned_by_index = True
+        txn.plan_by_index(tx)
         # One statement, with the transaction's COMMIT when the claim is its last call.
         rows = _LEASE_READY.run(
             tx, commit=tx.last_call, app_id=app_id, function_ids=list(function_ids), now_ms=now_ms,

@@ -34,6 +34,7 @@ from orchestrator.engine.model import (
 from orchestrator.store import ingest
 from orchestrator.store import schema as t
 from orchestrator.store.sql import SqlStore
+from orchestrator.store.txn import Tx
 
 T0 = 1_800_000_000_000
 LEASE = 30_000
@@ -356,3 +357,23 @@ def test_on_hints_a_wait_without_a_match_path_is_resumed_by_any_event_of_its_nam
     assert wait_state(observer, second) == resumed_by("o1", {"order": 1}, T0)
     assert wait_state(observer, third) == resumed_by("o2", {}, T0 + 5)
     assert attempts == expected(store, "read hints")
+
+
+@pytest.mark.postgres_only("the planner's setting is PostgreSQL's")
+def test_an_event_resuming_waits_on_hints_plans_the_rest_of_its_transaction_by_the_indexes(
+    store: SqlStore, attempts: list[str]
+) -> None:
+    # (Why: ``ingest._RESUME_ON_HINTS``; test_pg_generic_plans checks its plan with the setting.)
+    def setting(tx: Tx) -> str:
+        return str(tx.conn.exec_driver_sql("SHOW enable_seqscan").scalar())
+
+    store.register_functions("shop", [FunctionSpec("bill", (ORDERED,))], now_ms=T0)
+    park(store, "ship", 7)
+    park(store, "ship", 8)
+    send(store, "o1", now=T0 + 1, data={"order": 7})  # learns the hints
+    attempts.clear()
+    with store.grouped():
+        resumed = send(store, "o2", now=T0 + 2, data={"order": 8})
+        inside = store._run(setting)
+    assert (inside, attempts, len(resumed.ended)) == ("off", ["hints"], 1)
+    assert store._run(setting) == "on"

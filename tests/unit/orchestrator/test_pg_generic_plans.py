@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from orchestrator.engine.model import Completion, FunctionSpec, NewEvent, StepOutput, WaitForEvent
-from orchestrator.store import completions, factory, ingest, leases, postgres
+from orchestrator.store import completions, factory, ingest, leases, postgres, txn
 from orchestrator.store.prepared import Prepared
 from orchestrator.store.sql import SqlStore
 from tests.support.databases import PostgresServer
@@ -228,12 +228,12 @@ def test_the_claim_reaches_a_young_databases_runs_and_steps_by_their_indexes(
     store: SqlStore, admin: Engine, analyzed: bool
 ) -> None:
     # Small enough that PostgreSQL's cost model prefers reading both tables whole (analyzed, still
-    # the runs), at every claim; a claim's transaction does not let it (``leases._PLAN_BY_INDEX``).
+    # the runs), at every claim; a claim's transaction does not let it (``txn.PLAN_BY_INDEX``).
     _young(store)
     if analyzed:
         with admin.connect() as conn:
             conn.execute(text("VACUUM ANALYZE"))
-    _assert_indexed(_generic_plan(store, admin, leases._LEASE_READY, after=leases._PLAN_BY_INDEX, **CLAIM))
+    _assert_indexed(_generic_plan(store, admin, leases._LEASE_READY, after=txn.PLAN_BY_INDEX, **CLAIM))
 
 
 def test_the_claim_is_not_planned_at_every_execution(parked: Parked) -> None:
@@ -285,6 +285,15 @@ def test_resume_on_hints_finds_its_waits_by_their_match_and_their_runs_by_key(pa
     assert re.search(r"Update on runs.*\n(.*\n)*?.*Index Scan using pk_runs on runs", plan), plan
     by_run = r"Update on steps.*\n(.*\n)*?.*Index Scan using (pk_steps|uq_steps_run_id_position) on steps"
     assert re.search(by_run, plan), plan
+
+
+def test_resume_on_hints_reaches_a_young_databases_runs_by_key(store: SqlStore, admin: Engine) -> None:
+    # A few hundred parked runs, never analyzed: the runs it makes ready were found through the
+    # lease expiry index (every parked run), or read whole.
+    _park(store)
+    plan = _generic_plan(store, admin, ingest._RESUME_ON_HINTS, after=txn.PLAN_BY_INDEX, **RESUME)
+    _assert_indexed(plan)
+    assert re.search(r"Update on runs.*\n(.*\n)*?.*Index Scan using pk_runs on runs", plan), plan
 
 
 @pytest.mark.parametrize("analyzed", [False, True], ids=["fresh", "analyzed"])

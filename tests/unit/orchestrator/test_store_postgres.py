@@ -99,7 +99,7 @@ def test_a_wait_registration_does_not_wait_for_ingest_of_another_name(engine: En
 def test_a_claim_plans_the_rest_of_its_transaction_by_the_indexes_and_nothing_after(
     pg_store: SqlStore,
 ) -> None:
-    # (Why: ``leases._PLAN_BY_INDEX``; test_pg_generic_plans checks the claim's plan with it.)
+    # (Why: ``txn.PLAN_BY_INDEX``; test_pg_generic_plans checks the claim's plan with it.)
     def setting(tx: Tx) -> str:
         return str(tx.conn.exec_driver_sql("SHOW enable_seqscan").scalar())
 
