@@ -9,6 +9,8 @@
   large write fails with "database or disk is full" (SQLITE_FULL), as on a full disk.
 - ``terminate_backend(admin, pid)``: ends a PostgreSQL session from another one (``backend_pid(tx)``
   names a store transaction's).
+- ``seqscan_setting(store)``: PostgreSQL's ``enable_seqscan`` in the store's transaction (the open
+  group's, inside ``grouped()``): "off" once a statement set it to plan by the indexes alone.
 - ``terminate_own_connection(store, pids)``: a store call whose PostgreSQL connection is terminated
   under it (the server ends the session, as an administrator or a crashed backend would).
 
@@ -72,6 +74,11 @@ def commit_breaker(store: SqlStore, admin: Engine) -> Callable[[], None]:
 def backend_pid(tx: Any) -> int:
     """The pid of the PostgreSQL backend serving a store transaction."""
     return int(_BACKEND_PID.run(tx).scalar())
+
+
+def seqscan_setting(store: SqlStore) -> str:
+    """``enable_seqscan`` as the store's transaction sees it (see the module's docstring)."""
+    return str(store._run(lambda tx: tx.conn.exec_driver_sql("SHOW enable_seqscan").scalar()))
 
 
 def terminate_backend(admin: Engine, pid: int) -> None:

@@ -34,7 +34,7 @@ from orchestrator.engine.model import (
 from orchestrator.store import ingest
 from orchestrator.store import schema as t
 from orchestrator.store.sql import SqlStore
-from orchestrator.store.txn import Tx
+from tests.support.stores import seqscan_setting
 
 T0 = 1_800_000_000_000
 LEASE = 30_000
@@ -364,9 +364,6 @@ def test_an_event_resuming_waits_on_hints_plans_the_rest_of_its_transaction_by_t
     store: SqlStore, attempts: list[str]
 ) -> None:
     # (Why: ``ingest._RESUME_ON_HINTS``; test_pg_generic_plans checks its plan with the setting.)
-    def setting(tx: Tx) -> str:
-        return str(tx.conn.exec_driver_sql("SHOW enable_seqscan").scalar())
-
     store.register_functions("shop", [FunctionSpec("bill", (ORDERED,))], now_ms=T0)
     park(store, "ship", 7)
     park(store, "ship", 8)
@@ -374,6 +371,6 @@ def test_an_event_resuming_waits_on_hints_plans_the_rest_of_its_transaction_by_t
     attempts.clear()
     with store.grouped():
         resumed = send(store, "o2", now=T0 + 2, data={"order": 8})
-        inside = store._run(setting)
+        inside = seqscan_setting(store)
     assert (inside, attempts, len(resumed.ended)) == ("off", ["hints"], 1)
-    assert store._run(setting) == "on"
+    assert seqscan_setting(store) == "on"

@@ -17,7 +17,7 @@ from orchestrator.store import factory
 from orchestrator.store.postgres import PostgresDialect
 from orchestrator.store.sql import SqlStore
 from orchestrator.store.txn import Tx
-from tests.support.stores import advisory_lock_waiters
+from tests.support.stores import advisory_lock_waiters, seqscan_setting
 
 T0 = 1_800_000_000_000
 
@@ -95,19 +95,14 @@ def test_a_wait_registration_does_not_wait_for_ingest_of_another_name(engine: En
             tx.flush()  # would time out if it blocked
 
 
-
 def test_a_claim_plans_the_rest_of_its_transaction_by_the_indexes_and_nothing_after(
     pg_store: SqlStore,
 ) -> None:
     # (Why: ``txn.PLAN_BY_INDEX``; test_pg_generic_plans checks the claim's plan with it.)
-    def setting(tx: Tx) -> str:
-        return str(tx.conn.exec_driver_sql("SHOW enable_seqscan").scalar())
-
     with pg_store.grouped():
-        before = pg_store._run(setting)
+        before = seqscan_setting(pg_store)
         pg_store.claim_work(
             app_id="a", function_ids=(), worker_id="w", max_items=1, now_ms=T0, lease_ms=30_000
         )
-        inside = pg_store._run(setting)
-    after = pg_store._run(setting)
-    assert (before, inside, after) == ("on", "off", "on")
+        inside = seqscan_setting(pg_store)
+    assert (before, inside, seqscan_setting(pg_store)) == ("on", "off", "on")
