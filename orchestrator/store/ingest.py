@@ -148,7 +148,11 @@ _RESOLVE_BY_EVENT = Prepared(
 
 # PostgreSQL, a lone event on its name's hints (``_ingest_on_hints``): the event and the runs of the
 # functions its name was last seen to trigger, in one statement sent with the next round trip (the
-# COMMIT, or the claim a parked poller left). The guard divides by zero
+# COMMIT, or the claim a parked poller left). That claim may have the runs inserted leased to its
+# poller instead (``txn.UnsentRuns``: the runs ``:to_lease`` marks), unless a ready run of its app
+# is older (``:lease_app``'s, the claim index's first entry): then they are inserted ready, and the
+# poller claims the oldest as usual. One row version, not an insert then a claim's update of a row
+# with seven indexes. The guard divides by zero
 # (``postgres.HINT_STALE_SQLSTATE``) unless the event is new, every hinted function still exists, and
 # the name triggers exactly the hinted functions now: otherwise the transaction rolls back and runs
 # again without hints. The runs' retries come from the functions table, not from the hint. (Ordered
@@ -162,14 +166,24 @@ _EVENT_AND_RUNS = """
     ), started AS (
         INSERT INTO runs (id, app_id, function_id, event_seq, event_id, status, state,
             available_at_ms, retries, body_attempts, lost_attempts, event_mark, step_count,
-            created_ms)
-        SELECT v.run_id, f.app_id, f.function_id, ev.seq, :id, :running, :ready, :received_ms,
-            f.retries, 0, 0, ev.seq, 0, :received_ms
+            created_ms, lease_id, lease_expires_ms, worker_id)
+        SELECT v.run_id, f.app_id, f.function_id, ev.seq, :id, :running,
+            CASE WHEN lease.lease_id IS NULL THEN :ready ELSE :leased END, :received_ms,
+            f.retries, 0, 0, ev.seq, 0, :received_ms, lease.lease_id, lease.lease_expires_ms,
+            lease.worker_id
         FROM ev
         CROSS JOIN unnest(CAST(:run_ids AS text[]), CAST(:app_ids AS text[]),
-            CAST(:function_ids AS text[])) AS v(run_id, app_id, function_id)
+            CAST(:function_ids AS text[]), CAST(:to_lease AS boolean[]))
+            AS v(run_id, app_id, function_id, to_lease)
         JOIN functions AS f ON f.app_id = v.app_id AND f.function_id = v.function_id
-        RETURNING 1
+        LEFT JOIN (
+            SELECT CAST(:lease_id AS text) AS lease_id,
+                CAST(:lease_expires_ms AS bigint) AS lease_expires_ms,
+                CAST(:worker_id AS text) AS worker_id
+            WHERE (SELECT 1 FROM runs WHERE app_id = :lease_app AND state = :ready
+                   AND available_at_ms <= :lease_now_ms ORDER BY available_at_ms LIMIT 1) IS NULL
+        ) AS lease ON v.to_lease
+        RETURNING id, state
     )"""
 _EVENT_AND_RUNS_GUARD = """
     EXISTS (SELECT 1 FROM ev)
@@ -177,9 +191,12 @@ _EVENT_AND_RUNS_GUARD = """
     AND (SELECT coalesce(jsonb_agg(jsonb_build_array(app_id, function_id)
             ORDER BY app_id COLLATE "C", function_id COLLATE "C"), '[]')
          FROM function_triggers WHERE event_name = :name) = CAST(:targets AS jsonb)"""
+# The runs it inserted leased (``lease_unsent``).
+_LEASED_IDS = "ARRAY(SELECT id FROM started WHERE state = :leased) AS leased_ids"
 _ON_HINTS_PARAMS: tuple[BindParameter[Any], ...] = (
     bindparam("running", RunStatus.RUNNING, literal_execute=False),
     bindparam("ready", RunState.READY, literal_execute=False),
+    bindparam("leased", RunState.LEASED, literal_execute=False),
     bindparam("waiting", WaitStatus.WAITING, literal_execute=False),
 )
 
@@ -192,7 +209,7 @@ _INGEST_ON_HINTS = Prepared(
         f"""
         WITH {_EVENT_AND_RUNS}
         SELECT (SELECT seq FROM ev) AS seq, CAST(NULL AS text[]) AS run_ids,
-            CAST(NULL AS text[]) AS step_ids,
+            CAST(NULL AS text[]) AS step_ids, {_LEASED_IDS},
             1 / CASE WHEN {_EVENT_AND_RUNS_GUARD}
                 AND (SELECT 1 FROM waits WHERE event_name = :name AND status = :waiting
                      ORDER BY match_path LIMIT 1) IS NULL
@@ -238,7 +255,7 @@ _RESUME_ON_HINTS = Prepared(
         )
         SELECT (SELECT seq FROM ev) AS seq,
             (SELECT array_agg(run_id ORDER BY id) FROM won) AS run_ids,
-            (SELECT array_agg(step_id ORDER BY id) FROM won) AS step_ids,
+            (SELECT array_agg(step_id ORDER BY id) FROM won) AS step_ids, {_LEASED_IDS},
             1 / CASE WHEN {_EVENT_AND_RUNS_GUARD}
                 AND ARRAY(SELECT CAST(path AS text) FROM paths WHERE path IS NOT NULL
                           ORDER BY path COLLATE "C") = CAST(:waited AS text[])
@@ -266,6 +283,12 @@ class Resolved:
 def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
     """Stores new events (a known id is acknowledged and starts nothing), starts the runs they
     trigger and resumes the waits they match."""
+    first = not tx.ingested
+    tx.ingested = True
+    if tx.unsent_runs is not None:
+        # A second ingest in the group: a claim takes the ready runs of both by its statement, as
+        # many as it may, rather than only the first one's inserted leased (``txn.UnsentRuns``).
+        tx.unsent_runs.leasable = False
     tx.dialect.lock_for_ingest(tx, [e.name for e in events])
     ids = [e.id or clock.new_id() for e in events]
     rows = [
@@ -275,7 +298,7 @@ def ingest(tx: Tx, events: Sequence[NewEvent], now_ms: int) -> IngestResult:
     if not tx.dialect.pipelines:
         return _ingest_remembering(tx, rows, now_ms)
     if len(rows) == 1 and tx.use_hints:
-        on_hints = _ingest_on_hints(tx, rows[0])
+        on_hints = _ingest_on_hints(tx, rows[0], leasable=first)
         if on_hints is not None:
             return on_hints
     # The functions the names trigger, and the match paths of the waits on them: read with the
@@ -392,13 +415,14 @@ def forget_hints(names: Iterable[str]) -> None:
         _WAIT_APP_HINTS.forget(name)
 
 
-def _ingest_on_hints(tx: Tx, row: dict[str, Any]) -> IngestResult | None:
+def _ingest_on_hints(tx: Tx, row: dict[str, Any], *, leasable: bool = True) -> IngestResult | None:
     """A lone event whose name was last seen with a known set of functions and either no open waits
     (``_INGEST_ON_HINTS``) or waits on known paths of known apps (``_RESUME_ON_HINTS``; the apps
     are learnt from the waits its events resumed): its insert, its runs' and its waits'
     resolution are sent with the transaction's next round trip (the COMMIT, or the claim a parked
-    poller left), under the statement's guard. None when there is no such hint (the caller reads
-    what to do)."""
+    poller left), under the statement's guard; a claim of the same transaction may have its runs
+    inserted leased (``txn.UnsentRuns``: where ``leasable``, the transaction's first ingest). None
+    when there is no such hint (the caller reads what to do)."""
     name = row["name"]
     targets = _TRIGGER_HINTS.get(name)
     waited = _HINTS.get(name)
@@ -416,11 +440,14 @@ def _ingest_on_hints(tx: Tx, row: dict[str, Any]) -> IngestResult | None:
             return None
         transitions.require(RunState.PARKED, RunState.READY)
         statement, params = _RESUME_ON_HINTS, resume
-        txn.plan_by_index(tx)  # (why: ``_RESUME_ON_HINTS``)
         if resume["path"] is not None:
             ready_apps.update(apps)  # the apps its waits may wake: the claims they left go along
+    # (Why: ``_RESUME_ON_HINTS``, and the probe of older ready runs a claim may make the runs'
+    # insert take, ``_EVENT_AND_RUNS``.)
+    txn.plan_by_index(tx)
     run_ids = [clock.new_id() for _ in targets]
     tx.hinted.add(name)
+    unsent: txn.UnsentRuns | None = None
 
     def inserted(result: Result) -> None:  # arrives with the round trip that passed the guards
         got = result.one()
@@ -428,8 +455,10 @@ def _ingest_on_hints(tx: Tx, row: dict[str, Any]) -> IngestResult | None:
         for run_id, step_id in zip(got.run_ids or (), got.step_ids or (), strict=True):
             tx.log("wait.matched", run_id=run_id, step_id=step_id, event_id=row["id"])
             ended.append(SuspensionEnded(run_id, step_id))
+        if unsent is not None:
+            unsent.sent(got.seq, got.leased_ids)
 
-    statement.read_later(
+    deferred = statement.read_later(
         tx,
         inserted,
         **row,
@@ -439,7 +468,11 @@ def _ingest_on_hints(tx: Tx, row: dict[str, Any]) -> IngestResult | None:
         function_ids=[function_id for _, function_id in targets],
         runs=len(targets),
         targets=json.dumps([list(target) for target in targets]),
+        **txn.UnsentRuns.unleased(len(targets)),
     )
+    if deferred is not None and targets and leasable:
+        event = EventRecord(0, row["id"], name, row["data"], row["ts_ms"])
+        unsent = tx.unsent_runs = txn.UnsentRuns(deferred, event, tuple(zip(run_ids, targets, strict=True)))
     for run_id, (app_id, function_id) in zip(run_ids, targets, strict=True):
         tx.log("run.created", run_id=run_id, app_id=app_id, function_id=function_id, event_id=row["id"],
                event=name)

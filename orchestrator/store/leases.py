@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, select, text, update
@@ -227,6 +228,9 @@ def claim(
     transitions.require(RunState.READY, RunState.LEASED)
     lease_id = clock.new_lease_id()
     if tx.dialect.name == "postgresql":
+        fresh = _lease_unsent(tx, app_id, function_ids, worker_id, max_items, now_ms, lease_id, expires)
+        if fresh is not None:
+            return fresh
         txn.plan_by_index(tx)
         # One statement, with the transaction's COMMIT when the claim is its last call.
         rows = _LEASE_READY.run(
@@ -260,6 +264,52 @@ def claim(
             recorded.setdefault(step.run_id, []).append(step[1:])
     memo, ended = _memo_steps(tx, recorded, now_ms)
     return _work_items(tx, leased, worker_id, expires, memo, ended)
+
+
+def _lease_unsent(
+    tx: Tx,
+    app_id: str,
+    function_ids: Sequence[str],
+    worker_id: str,
+    max_items: int,
+    now_ms: int,
+    lease_id: str,
+    expires: int,
+) -> ClaimResult | None:
+    """PostgreSQL: the runs an event of this transaction is about to insert (``txn.UnsentRuns``),
+    inserted leased to this claim, with the COMMIT when the claim is the transaction's last call.
+    None when there are none for it, or when they were inserted ready (a ready run of the app was
+    older) and the claim can still take the oldest: its statement runs then. After the COMMIT that
+    is an empty result: the poller claims again."""
+    unsent = tx.unsent_runs
+    if unsent is None or not unsent.leasable:
+        return None
+    mine = [
+        (run_id, function_id)
+        for run_id, (app, function_id) in unsent.runs
+        if app == app_id and (not function_ids or function_id in function_ids)
+    ][:max_items]
+    chosen = [run_id for run_id, _ in mine]
+    if not chosen or not unsent.lease(chosen, app_id, now_ms, lease_id, expires, worker_id):
+        return None
+    if tx.last_call:
+        tx.commit()
+    else:
+        tx.flush()
+    leased = unsent.leased_ids or frozenset()
+    if not leased:
+        return ClaimResult(()) if tx.committed else None
+    event = unsent.event
+    rows = [
+        SimpleNamespace(
+            id=run_id, app_id=app_id, function_id=function_id, body_attempts=0, lost_attempts=0,
+            event_seq=event.seq, event_id=event.id, event_name=event.name, event_data=event.data_json,
+            event_ts_ms=event.ts_ms,
+        )  # fmt: skip
+        for run_id, function_id in mine
+        if run_id in leased
+    ]
+    return _work_items(tx, [(row, lease_id) for row in rows], worker_id, expires, {}, ())
 
 
 def _leased_in_one_statement(

@@ -200,15 +200,43 @@ class Prepared:
         compiled, args = self._bind(tx, params)
         tx.at_commit[key] = (compiled.sql, args)
 
-    def read_later(self, tx: Tx, on_result: Callable[[Result], None], /, **params: Any) -> None:
+    def read_later(self, tx: Tx, on_result: Callable[[Result], None], /, **params: Any) -> Unsent | None:
         """As ``run_later``, for a statement whose result is wanted but not before the next round
         trip: ``on_result`` gets it once it arrived (at once where the dialect does not pipeline).
-        An error the statement raises is raised by whatever sends it, before any callback runs."""
-        compiled, args = self._bind(tx, params)
+        An error the statement raises is raised by whatever sends it, before any callback runs.
+        Where it is deferred, returns the handle that may still change its parameters."""
+        compiled, args = self._bind(tx, dict(params))
         if tx.dialect.pipelines:
-            tx.deferred.append((compiled.sql, args, lambda cursor: on_result(Result(cursor, compiled))))
-            return
+            entry = (compiled.sql, args, lambda cursor: on_result(Result(cursor, compiled)))
+            tx.deferred.append(entry)
+            return Unsent(self, tx, params, entry)
         on_result(self.run(tx, **params))
+        return None
+
+
+class Unsent:
+    """A statement ``read_later`` deferred: until the transaction's next round trip sends it, its
+    parameters may change (``rebind``). How a claim leases the runs an event ingested on hints is
+    about to insert, in the same statement, instead of updating them after (``store.leases``)."""
+
+    __slots__ = ("_statement", "_tx", "_params", "_entry")
+
+    def __init__(
+        self, statement: Prepared, tx: Tx, params: dict[str, Any], entry: tuple[str, Any, Any]
+    ) -> None:
+        self._statement, self._tx, self._params, self._entry = statement, tx, dict(params), entry
+
+    def rebind(self, **changes: Any) -> bool:
+        """Changes these parameters of the statement; False (and nothing changed) once it was sent."""
+        deferred = self._tx.deferred
+        for i, entry in enumerate(deferred):
+            if entry is self._entry:
+                self._params.update(changes)
+                compiled, args = self._statement._bind(self._tx, dict(self._params))
+                self._entry = (compiled.sql, args, entry[2])
+                deferred[i] = self._entry
+                return True
+        return False
 
 
 def run_all(tx: Tx, *calls: tuple[Prepared, dict[str, Any]]) -> list[Result]:

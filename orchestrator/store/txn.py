@@ -67,6 +67,10 @@ class Tx:
         self.functions_written = False
         # PostgreSQL: whether this transaction's planner was set to the indexes (``plan_by_index``).
         self.planned_by_index = False
+        # PostgreSQL: the runs an event ingested on hints starts, their insert not sent yet; and
+        # whether an ingest ran in this transaction (only the first one's runs may be leased so).
+        self.unsent_runs: UnsentRuns | None = None
+        self.ingested = False
         self._logs: list[tuple[str, dict[str, Any]]] = []
 
     @property
@@ -116,6 +120,56 @@ class Tx:
         for what, fields in self._logs:
             logs.log(logger, what, **fields)
         self._logs.clear()
+
+
+class UnsentRuns:
+    """PostgreSQL: the runs a lone event ingested on hints starts (``store.ingest``), whose insert
+    waits for the transaction's next round trip. Until it is sent, a claim in the same transaction
+    (the one a parked poller left) may have them inserted leased to it (``lease``), rather than
+    inserted ready and then updated by a claim statement: one row version instead of two, and one
+    statement less in the round trip. The insert still leases none when a ready run of the app is
+    older (the claim index's first entry, read by the same statement): the oldest ready work goes
+    first, as a claim would take it."""
+
+    def __init__(
+        self, statement: prepared.Unsent, event: EventRecord, runs: tuple[tuple[str, tuple[str, str]], ...]
+    ) -> None:
+        self._statement = statement
+        # The event, its seq unknown until the statement returns it.
+        self.event = event
+        # Each run: (run id, (app id, function id)).
+        self.runs = runs
+        self.leasable = True  # one claim only
+        # Once sent: the runs it inserted leased.
+        self.leased_ids: frozenset[str] | None = None
+
+    @staticmethod
+    def unleased(runs: int) -> dict[str, Any]:
+        """The statement's lease parameters for inserting every run ready."""
+        return {
+            "to_lease": [False] * runs, "lease_app": None, "lease_now_ms": None, "lease_id": None,
+            "lease_expires_ms": None, "worker_id": None,
+        }  # fmt: skip
+
+    def lease(
+        self, run_ids: Iterable[str], app_id: str, now_ms: int, lease_id: str, expires_ms: int, worker_id: str
+    ) -> bool:
+        """Has the runs ``run_ids`` (of ``app_id``) inserted leased, unless the app has an older ready
+        run then; False when the statement was sent already (or another claim took this)."""
+        if not self.leasable:
+            return False
+        chosen = set(run_ids)
+        self.leasable = False
+        return self._statement.rebind(
+            to_lease=[run_id in chosen for run_id, _ in self.runs], lease_app=app_id, lease_now_ms=now_ms,
+            lease_id=lease_id, lease_expires_ms=expires_ms, worker_id=worker_id,
+        )  # fmt: skip
+
+    def sent(self, seq: int, leased_ids: Iterable[str] | None) -> None:
+        """The statement's result arrived: the event's seq and the runs it leased."""
+        self.event = EventRecord(seq, self.event.id, self.event.name, self.event.data_json, self.event.ts_ms)
+        self.leased_ids = frozenset(leased_ids or ())
+        self.leasable = False
 
 
 def hash_value(value: str | None) -> str | None:

@@ -49,8 +49,8 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     seen: list[str] = []
     plain_ingest, plain_on_hints = ingest.ingest, ingest._ingest_on_hints
 
-    def on_hints(*args: Any) -> Any:
-        result = plain_on_hints(*args)
+    def on_hints(*args: Any, **kwargs: Any) -> Any:
+        result = plain_on_hints(*args, **kwargs)
         if result is not None:
             seen[-1] = "hints"
         return result

@@ -129,6 +129,8 @@ def parked(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> I
 
 
 def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -177,14 +179,14 @@ def _generic_plans_used(
     admin: Engine,
     statement: Prepared,
     *,
-    fresh: str | None = None,
+    fresh: tuple[str, ...] = (),
     by_index: bool = False,
     **params: Any,
 ) -> int:
     """How many of ten executions of ``statement`` PostgreSQL ran with its generic plan, choosing as
     it does for the store: it plans the first five for their parameters, then reuses the generic
     plan unless that costs more than planning each time. (The parameters must touch no row, or
-    ``fresh`` names the one given a new value at each execution, an event id that each inserts: no
+    ``fresh`` names those given new values at each execution, the ids that each inserts: no
     transaction is rolled back here, as psycopg deallocates every prepared statement after one.)
     ``by_index``: planned as the store plans it after ``txn.PLAN_BY_INDEX`` (set for the session
     here, as each execution is a transaction of its own)."""
@@ -194,13 +196,18 @@ def _generic_plans_used(
         conn.exec_driver_sql(f"SET enable_seqscan = {'off' if by_index else 'on'}")
         conn.exec_driver_sql(f"PREPARE probe AS {sql}")
         for i in range(10):
-            execution = params if fresh is None else {**params, fresh: f"{params[fresh]}-{i}"}
+            execution = params | {name: _numbered(params[name], i) for name in fresh}
             conn.exec_driver_sql(f"EXECUTE probe({_prepared_text(store, statement, execution)[1]})")
         used = conn.exec_driver_sql("SELECT generic_plans FROM pg_prepared_statements WHERE name = 'probe'")
         count = int(used.scalar_one())
         conn.exec_driver_sql("DEALLOCATE probe")
         conn.exec_driver_sql("RESET enable_seqscan")
     return count
+
+
+def _numbered(value: Any, i: int) -> Any:
+    """An id (or a list of ids) made new for the ``i``-th execution."""
+    return [f"{v}-{i}" for v in value] if isinstance(value, list) else f"{value}-{i}"
 
 
 def _assert_indexed(plan: str) -> None:
@@ -258,14 +265,47 @@ def test_the_ready_work_announcement_probes_the_claim_index(parked: Parked) -> N
     _assert_indexed(plan)
 
 
-def test_ingest_on_hints_probes_open_waits_by_their_index(parked: Parked) -> None:
+ON_HINTS = {
+    "id": "e", "name": "start", "data": "{}", "ts_ms": T0, "received_ms": T0, "run_ids": ["r"],
+    "app_ids": ["a"], "function_ids": ["f"], "runs": 1, "targets": '[["a", "f"]]',
+}
+# The run inserted leased to a claim, unless a ready run of its app is older (``txn.UnsentRuns``).
+LEASED = {"to_lease": [True], "lease_app": "a", "lease_now_ms": T0, "lease_id": "l",
+          "lease_expires_ms": T0 + LEASE, "worker_id": "w"}
+
+
+@pytest.mark.parametrize("lease", [False, True], ids=["ready", "leased"])
+def test_ingest_on_hints_probes_open_waits_and_older_ready_runs_by_their_indexes(
+    parked: Parked, lease: bool
+) -> None:
     store, admin = parked
-    plan = _generic_plan(
-        store, admin, ingest._INGEST_ON_HINTS,
-        id="e", name="start", data="{}", ts_ms=T0, received_ms=T0, run_ids=["r"], app_ids=["a"],
-        function_ids=["f"], runs=1, targets='[["a", "f"]]',
-    )
+    params = ON_HINTS | (LEASED if lease else txn.UnsentRuns.unleased(1))
+    _assert_indexed(_generic_plan(store, admin, ingest._INGEST_ON_HINTS, after=txn.PLAN_BY_INDEX, **params))
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["fresh", "analyzed"])
+def test_ingest_on_hints_probes_a_young_databases_older_ready_runs_by_their_ready_time(
+    store: SqlStore, admin: Engine, analyzed: bool
+) -> None:
+    # Ordered by the ready time, as the claim's own choice of runs and the ready work announcement
+    # are: without the order, a young database's plan took the lease expiry index, every ready run
+    # of every app whatever its ready time.
+    _young(store)
+    if analyzed:
+        with admin.connect() as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+    plan = _generic_plan(store, admin, ingest._INGEST_ON_HINTS, after=txn.PLAN_BY_INDEX, **ON_HINTS, **LEASED)
     _assert_indexed(plan)
+    probe = r"Index (Only )?Scan using ix_runs_(app_id_state|state)_available_at_ms on runs\b"
+    assert re.search(probe, plan), plan
+
+
+def test_ingest_on_hints_is_not_planned_at_every_execution(store: SqlStore, admin: Engine) -> None:
+    _young(store)
+    used = _generic_plans_used(
+        store, admin, ingest._INGEST_ON_HINTS, fresh=("id", "run_ids"), by_index=True, **ON_HINTS, **LEASED
+    )
+    assert used >= 4
 
 
 def test_a_step_completion_moves_the_event_mark_by_a_seek_planned_once(parked: Parked) -> None:
@@ -279,6 +319,7 @@ RESUME = {
     "id": "e", "name": "go", "data": '{"k": 3}', "ts_ms": T0, "received_ms": T0, "run_ids": [],
     "app_ids": [], "function_ids": [], "runs": 0, "targets": "[]", "path": "data.k", "hash": "h",
     "match_value": "3", "output": "{}", "waited": ["data.k"], "apps": ["a"],
+    **txn.UnsentRuns.unleased(0),
 }
 
 
@@ -315,5 +356,5 @@ def test_resume_on_hints_is_not_planned_at_every_execution(
     _park(store)
     if analyzed:
         _clone(admin)
-    used = _generic_plans_used(store, admin, ingest._RESUME_ON_HINTS, fresh="id", by_index=True, **RESUME)
+    used = _generic_plans_used(store, admin, ingest._RESUME_ON_HINTS, fresh=("id",), by_index=True, **RESUME)
     assert used >= 4
