@@ -149,10 +149,10 @@ _RESOLVE_BY_EVENT = Prepared(
 # PostgreSQL, a lone event on its name's hints (``_ingest_on_hints``): the event and the runs of the
 # functions its name was last seen to trigger, in one statement sent with the next round trip (the
 # COMMIT, or the claim a parked poller left). That claim may have the runs inserted leased to its
-# poller instead (``txn.UnsentRuns``: the runs ``:to_lease`` marks), unless a ready run of its app
-# is older (``:lease_app``'s, the claim index's first entry): then they are inserted ready, and the
-# poller claims the oldest as usual. One row version, not an insert then a claim's update of a row
-# with seven indexes. The guard divides by zero
+# poller instead (``txn.UnsentRuns``: the runs ``:to_lease`` marks), unless a ready run it would
+# choose is older (of ``:lease_app`` and ``:lease_functions``, by ready time): then they are
+# inserted ready, and the poller claims the oldest as usual. One row version, not an insert and
+# then a claim's update of a row with seven indexes. The guard divides by zero
 # (``postgres.HINT_STALE_SQLSTATE``) unless the event is new, every hinted function still exists, and
 # the name triggers exactly the hinted functions now: otherwise the transaction rolls back and runs
 # again without hints. The runs' retries come from the functions table, not from the hint. (Ordered
@@ -181,7 +181,10 @@ _EVENT_AND_RUNS = """
                 CAST(:lease_expires_ms AS bigint) AS lease_expires_ms,
                 CAST(:worker_id AS text) AS worker_id
             WHERE (SELECT 1 FROM runs WHERE app_id = :lease_app AND state = :ready
-                   AND available_at_ms <= :lease_now_ms ORDER BY available_at_ms LIMIT 1) IS NULL
+                   AND available_at_ms <= :lease_now_ms
+                   AND (cardinality(CAST(:lease_functions AS text[])) = 0
+                        OR function_id = ANY(CAST(:lease_functions AS text[])))
+                   ORDER BY available_at_ms LIMIT 1) IS NULL
         ) AS lease ON v.to_lease
         RETURNING id, state
     )"""
@@ -451,12 +454,12 @@ def _ingest_on_hints(tx: Tx, row: dict[str, Any], *, leasable: bool = True) -> I
 
     def inserted(result: Result) -> None:  # arrives with the round trip that passed the guards
         got = result.one()
+        if unsent is not None:  # first: what a claim had leased must be known whatever follows
+            unsent.sent(got.seq, got.leased_ids)
         tx.log("event.received", event_id=row["id"], name=name, seq=got.seq)
         for run_id, step_id in zip(got.run_ids or (), got.step_ids or (), strict=True):
             tx.log("wait.matched", run_id=run_id, step_id=step_id, event_id=row["id"])
             ended.append(SuspensionEnded(run_id, step_id))
-        if unsent is not None:
-            unsent.sent(got.seq, got.leased_ids)
 
     deferred = statement.read_later(
         tx,
@@ -470,9 +473,11 @@ def _ingest_on_hints(tx: Tx, row: dict[str, Any], *, leasable: bool = True) -> I
         targets=json.dumps([list(target) for target in targets]),
         **txn.UnsentRuns.unleased(len(targets)),
     )
-    if deferred is not None and targets and leasable:
+    # (Not where the event resumes waits too: the claim's statement then takes the runs of both.)
+    if deferred is not None and targets and leasable and not params:
         event = EventRecord(0, row["id"], name, row["data"], row["ts_ms"])
-        unsent = tx.unsent_runs = txn.UnsentRuns(deferred, event, tuple(zip(run_ids, targets, strict=True)))
+        started = tuple(zip(run_ids, targets, strict=True))
+        unsent = tx.unsent_runs = txn.UnsentRuns(deferred, event, row["received_ms"], started)
     for run_id, (app_id, function_id) in zip(run_ids, targets, strict=True):
         tx.log("run.created", run_id=run_id, app_id=app_id, function_id=function_id, event_id=row["id"],
                event=name)

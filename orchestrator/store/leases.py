@@ -278,26 +278,18 @@ def _lease_unsent(
 ) -> ClaimResult | None:
     """PostgreSQL: the runs an event of this transaction is about to insert (``txn.UnsentRuns``),
     inserted leased to this claim, with the COMMIT when the claim is the transaction's last call.
-    None when there are none for it, or when they were inserted ready (a ready run of the app was
-    older) and the claim can still take the oldest: its statement runs then. After the COMMIT that
-    is an empty result: the poller claims again."""
+    None when there are none for it, or when they were inserted ready (a ready run it would choose
+    was older) and the claim can still take the oldest: its statement runs then. After the COMMIT
+    that is an empty result: the poller claims again."""
     unsent = tx.unsent_runs
-    if unsent is None or not unsent.leasable:
-        return None
-    mine = [
-        (run_id, function_id)
-        for run_id, (app, function_id) in unsent.runs
-        if app == app_id and (not function_ids or function_id in function_ids)
-    ][:max_items]
-    chosen = [run_id for run_id, _ in mine]
-    if not chosen or not unsent.lease(chosen, app_id, now_ms, lease_id, expires, worker_id):
+    lease = (lease_id, expires, worker_id)
+    if unsent is None or not unsent.lease(app_id, function_ids, max_items, now_ms, lease):
         return None
     if tx.last_call:
         tx.commit()
     else:
         tx.flush()
-    leased = unsent.leased_ids or frozenset()
-    if not leased:
+    if not unsent.leased:
         return ClaimResult(()) if tx.committed else None
     event = unsent.event
     rows = [
@@ -306,8 +298,7 @@ def _lease_unsent(
             event_seq=event.seq, event_id=event.id, event_name=event.name, event_data=event.data_json,
             event_ts_ms=event.ts_ms,
         )  # fmt: skip
-        for run_id, function_id in mine
-        if run_id in leased
+        for run_id, function_id in unsent.leased
     ]
     return _work_items(tx, [(row, lease_id) for row in rows], worker_id, expires, {}, ())
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, bindparam, func, insert, literal_column, select, text, update
@@ -127,49 +127,74 @@ class UnsentRuns:
     waits for the transaction's next round trip. Until it is sent, a claim in the same transaction
     (the one a parked poller left) may have them inserted leased to it (``lease``), rather than
     inserted ready and then updated by a claim statement: one row version instead of two, and one
-    statement less in the round trip. The insert still leases none when a ready run of the app is
-    older (the claim index's first entry, read by the same statement): the oldest ready work goes
-    first, as a claim would take it."""
+    statement less in the round trip. The insert still leases none when a ready run the claim would
+    choose is older (read by the same statement): the oldest ready work goes first, as the claim
+    would take it (a run another claim is taking at that moment counts too: the poller then claims
+    again). Only while no other call of the group sent the statement first (anything that reads)."""
 
     def __init__(
-        self, statement: prepared.Unsent, event: EventRecord, runs: tuple[tuple[str, tuple[str, str]], ...]
+        self,
+        statement: prepared.Unsent,
+        event: EventRecord,
+        ready_ms: int,
+        runs: tuple[tuple[str, tuple[str, str]], ...],
     ) -> None:
         self._statement = statement
         # The event, its seq unknown until the statement returns it.
         self.event = event
+        # When the runs are ready: a claim deciding at an earlier instant takes none.
+        self.ready_ms = ready_ms
         # Each run: (run id, (app id, function id)).
         self.runs = runs
         self.leasable = True  # one claim only
-        # Once sent: the runs it inserted leased.
-        self.leased_ids: frozenset[str] | None = None
+        # The runs a claim chose: (run id, function id); once sent, the ones the insert leased.
+        self.chosen: list[tuple[str, str]] = []
+        self.leased: list[tuple[str, str]] = []
 
     @staticmethod
     def unleased(runs: int) -> dict[str, Any]:
         """The statement's lease parameters for inserting every run ready."""
         return {
-            "to_lease": [False] * runs, "lease_app": None, "lease_now_ms": None, "lease_id": None,
-            "lease_expires_ms": None, "worker_id": None,
+            "to_lease": [False] * runs, "lease_app": None, "lease_functions": [], "lease_now_ms": None,
+            "lease_id": None, "lease_expires_ms": None, "worker_id": None,
         }  # fmt: skip
 
     def lease(
-        self, run_ids: Iterable[str], app_id: str, now_ms: int, lease_id: str, expires_ms: int, worker_id: str
+        self,
+        app_id: str,
+        function_ids: Sequence[str],
+        max_items: int,
+        now_ms: int,
+        lease: tuple[str, int, str],
     ) -> bool:
-        """Has the runs ``run_ids`` (of ``app_id``) inserted leased, unless the app has an older ready
-        run then; False when the statement was sent already (or another claim took this)."""
-        if not self.leasable:
+        """Has up to ``max_items`` of its runs of ``app_id`` (of ``function_ids``; any when empty)
+        inserted leased with ``lease`` (lease id, expiry, worker id), unless a ready run the claim
+        would choose is older then; False when it has none for the claim (or was sent, or another
+        claim took this)."""
+        if not self.leasable or now_ms < self.ready_ms:
             return False
-        chosen = set(run_ids)
         self.leasable = False
+        self.chosen = [
+            (run_id, function_id)
+            for run_id, (app, function_id) in self.runs
+            if app == app_id and (not function_ids or function_id in function_ids)
+        ][:max_items]
+        if not self.chosen:
+            return False
+        chosen = {run_id for run_id, _ in self.chosen}
+        lease_id, expires_ms, worker_id = lease
         return self._statement.rebind(
-            to_lease=[run_id in chosen for run_id, _ in self.runs], lease_app=app_id, lease_now_ms=now_ms,
-            lease_id=lease_id, lease_expires_ms=expires_ms, worker_id=worker_id,
+            to_lease=[run_id in chosen for run_id, _ in self.runs], lease_app=app_id,
+            lease_functions=list(function_ids), lease_now_ms=now_ms, lease_id=lease_id,
+            lease_expires_ms=expires_ms, worker_id=worker_id,
         )  # fmt: skip
 
     def sent(self, seq: int, leased_ids: Iterable[str] | None) -> None:
         """The statement's result arrived: the event's seq and the runs it leased."""
-        self.event = EventRecord(seq, self.event.id, self.event.name, self.event.data_json, self.event.ts_ms)
-        self.leased_ids = frozenset(leased_ids or ())
         self.leasable = False
+        self.event = EventRecord(seq, self.event.id, self.event.name, self.event.data_json, self.event.ts_ms)
+        leased = set(leased_ids or ())
+        self.leased = [run for run in self.chosen if run[0] in leased]
 
 
 def hash_value(value: str | None) -> str | None:

@@ -19,7 +19,15 @@ import pytest
 from sqlalchemy import Engine, select
 
 from orchestrator.config import Settings
-from orchestrator.engine.model import FunctionSpec, NewEvent, RunState, WorkItem
+from orchestrator.engine.model import (
+    Completion,
+    FunctionSpec,
+    NewEvent,
+    RunState,
+    StepOutput,
+    WaitForEvent,
+    WorkItem,
+)
 from orchestrator.service import Orchestrator
 from orchestrator.store import leases
 from orchestrator.store import schema as t
@@ -167,6 +175,30 @@ def test_a_claim_of_other_functions_leaves_the_run_ready(store: SqlStore, observ
     assert item.run_id == run_id and run_row(observer, run_id).worker_id == "w2"
 
 
+def test_an_older_ready_run_of_a_function_the_claim_does_not_take_holds_nothing_back(
+    store: SqlStore, observer: Engine
+) -> None:
+    # (From a review: the older run test first ignored the claim's functions, so a poller of bill
+    # came back empty, and claimed again, for every event while a ship run waited for its workers.)
+    learn_hints(store)
+    (ship,) = store.ingest_events([NewEvent("other", "{}", "x0")], now_ms=T0 - 5).run_ids
+    run_id, items = event_and_claim(store, "e1", functions=("bill",))
+    assert [item.run_id for item in items] == [run_id]
+    assert run_row(observer, ship).state == RunState.READY
+
+
+def test_a_claim_deciding_before_the_runs_ready_time_does_not_take_them(
+    store: SqlStore, observer: Engine
+) -> None:
+    learn_hints(store)
+    with store.grouped():
+        store.next_call_is_last(False)
+        (run_id,) = store.ingest_events([NewEvent(GO, "{}", "e1")], now_ms=T0 + 10_000).run_ids
+        store.next_call_is_last(True)
+        assert claim(store, "w1", now=T0) == ()
+    assert run_row(observer, run_id).state == RunState.READY
+
+
 def test_a_second_claim_in_the_group_does_not_take_the_run(store: SqlStore, observer: Engine) -> None:
     learn_hints(store)
     with store.grouped():
@@ -189,6 +221,52 @@ def test_a_run_inserted_leased_is_found_by_its_lease_as_one_claimed(
     store.release_work(run_id, item.lease_id, now_ms=T0 + 2)
     (again,) = claim(store, "w2", now=T0 + 2)
     assert again.run_id == run_id and run_row(observer, run_id).worker_id == "w2"
+
+
+# An event that resumes waits as well: its runs are claimed by the claim's statement.
+
+PAID = "shop/paid"
+DAY_MS = 86_400_000
+
+
+def park(store: SqlStore, keys: list[str]) -> dict[str, str]:
+    """A run of "waiter" per key, one step done, then waiting for PAID with data.k equal to its own
+    event's; returns the run ids by key."""
+    store.register_functions("shop", [FunctionSpec("waiter", ("shop/start",))], now_ms=T0)
+    events = [NewEvent("shop/start", json.dumps({"k": k}), f"start-{k}") for k in keys]
+    store.ingest_events(events, now_ms=T0)
+    runs: dict[str, str] = {}
+    for item in claim(store, "w0", max_items=len(keys)):
+        runs[json.loads(item.event.data_json)["k"]] = item.run_id
+        wait = WaitForEvent(PAID, "data.k", T0 + DAY_MS)
+        for step_id, outcome in (("s1", StepOutput('"one"')), ("w", wait)):
+            completion = Completion(item.run_id, item.lease_id, step_id, outcome)
+            store.complete_step(completion, now_ms=T0, lease_ms=LEASE)
+    assert sorted(runs) == sorted(keys)
+    return runs
+
+
+def paid(key: str, event_id: str) -> NewEvent:
+    return NewEvent(PAID, json.dumps({"k": key, "amount": 3}), event_id)
+
+
+def test_an_event_that_starts_a_run_and_resumes_one_hands_both_to_the_claim(
+    store: SqlStore, observer: Engine
+) -> None:
+    # Its statement leases none: the claim's statement takes both, as many as it may. (From a
+    # review: leasing the started run alone left the resumed one ready.)
+    runs = park(store, ["k0", "k1"])
+    store.register_functions(
+        "shop", [FunctionSpec("waiter", ("shop/start",)), FunctionSpec("bill", (PAID,))], now_ms=T0
+    )
+    store.ingest_events([paid("k0", "p0")], now_ms=T0)  # learns the hints
+    assert len(claim(store, "w0", max_items=5)) == 2
+    with store.grouped():
+        store.next_call_is_last(False)
+        (started,) = store.ingest_events([paid("k1", "p1")], now_ms=T0).run_ids
+        store.next_call_is_last(True)
+        items = claim(store, "w1", max_items=5)
+    assert sorted(item.run_id for item in items) == sorted([started, runs["k1"]])
 
 
 # Through the facade: the handoff of a parked poller, and a stale hint.

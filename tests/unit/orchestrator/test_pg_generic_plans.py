@@ -270,8 +270,8 @@ ON_HINTS = {
     "app_ids": ["a"], "function_ids": ["f"], "runs": 1, "targets": '[["a", "f"]]',
 }
 # The run inserted leased to a claim, unless a ready run of its app is older (``txn.UnsentRuns``).
-LEASED = {"to_lease": [True], "lease_app": "a", "lease_now_ms": T0, "lease_id": "l",
-          "lease_expires_ms": T0 + LEASE, "worker_id": "w"}
+LEASED = {"to_lease": [True], "lease_app": "a", "lease_functions": ["f"], "lease_now_ms": T0,
+          "lease_id": "l", "lease_expires_ms": T0 + LEASE, "worker_id": "w"}
 
 
 @pytest.mark.parametrize("lease", [False, True], ids=["ready", "leased"])
@@ -329,7 +329,7 @@ def test_resume_on_hints_finds_its_waits_by_their_match_and_their_runs_by_key(pa
     # wait of the name: the update must seek on the match path and hash too, and the runs it makes
     # ready by primary key. (Never analyzed, a list of run ids was taken from the state index: a
     # scan of every parked run.)
-    plan = _generic_plan(store, admin, ingest._RESUME_ON_HINTS, **RESUME)
+    plan = _generic_plan(store, admin, ingest._RESUME_ON_HINTS, after=txn.PLAN_BY_INDEX, **RESUME)
     _assert_indexed(plan)
     by_match = r"Update on waits(.*\n)*?.*Index Cond: \(.*match_path\)::text = \$\d+\) AND .*match_hash"
     assert re.search(by_match, plan), plan
