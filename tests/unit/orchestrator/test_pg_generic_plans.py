@@ -319,7 +319,6 @@ RESUME = {
     "id": "e", "name": "go", "data": '{"k": 3}', "ts_ms": T0, "received_ms": T0, "run_ids": [],
     "app_ids": [], "function_ids": [], "runs": 0, "targets": "[]", "path": "data.k", "hash": "h",
     "match_value": "3", "output": "{}", "waited": ["data.k"], "apps": ["a"],
-    **txn.UnsentRuns.unleased(0),
 }
 
 
