@@ -149,9 +149,9 @@ _RESOLVE_BY_EVENT = Prepared(
 # PostgreSQL, a lone event on its name's hints (``_ingest_on_hints``): the event and the runs of the
 # functions its name was last seen to trigger, in one statement sent with the next round trip (the
 # COMMIT, or the claim a parked poller left). That claim may have the runs inserted leased to its
-# poller instead (``txn.UnsentRuns``: the runs ``:to_lease`` marks), unless a ready run it would
-# choose is older (of ``:lease_app`` and ``:lease_functions``, by ready time): then they are
-# inserted ready, and the poller claims the oldest as usual. One row version, not an insert and
+# poller instead (``txn.UnsentRuns``: the runs ``:to_lease`` marks), unless a ready run it could
+# take now is there already (of ``:lease_app`` and ``:lease_functions``): then they are inserted
+# ready, and the poller claims the oldest as usual. One row version, not an insert and
 # then a claim's update of a row with seven indexes. The guard divides by zero
 # (``postgres.HINT_STALE_SQLSTATE``) unless the event is new, every hinted function still exists, and
 # the name triggers exactly the hinted functions now: otherwise the transaction rolls back and runs
@@ -493,7 +493,8 @@ def _ingest_on_hints(tx: Tx, row: dict[str, Any], *, leasable: bool = True) -> I
         targets=json.dumps([list(target) for target in targets]),
         **({} if params else txn.UnsentRuns.unleased(len(targets))),
     )
-    # (Not where the event resumes waits too: the claim's statement then takes the runs of both.)
+    # (Not where its name has open waits: an event resuming some has the claim's statement take the
+    # runs of both kinds.)
     if deferred is not None and targets and leasable and not params:
         event = EventRecord(0, row["id"], name, row["data"], row["ts_ms"])
         started = tuple(zip(run_ids, targets, strict=True))

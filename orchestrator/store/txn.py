@@ -127,10 +127,11 @@ class UnsentRuns:
     waits for the transaction's next round trip. Until it is sent, a claim in the same transaction
     (the one a parked poller left) may have them inserted leased to it (``lease``), rather than
     inserted ready and then updated by a claim statement: one row version instead of two, and one
-    statement less in the round trip. The insert still leases none when a ready run the claim would
-    choose is older (read by the same statement): the oldest ready work goes first, as the claim
-    would take it (a run another claim is taking at that moment counts too: the poller then claims
-    again). Only while no other call of the group sent the statement first (anything that reads)."""
+    statement less in the round trip. The insert still leases none when a ready run the claim could
+    take now is there already (read by the same statement): the oldest ready work goes first, as
+    the claim would take it (a run another claim is taking at that moment counts too: the poller
+    then claims again). Only while no other call of the group sent the statement first (anything
+    that reads)."""
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from orchestrator.engine.model import (
     FunctionSpec,
     NewEvent,
     RunState,
+    SendEvents,
     StepOutput,
     WaitForEvent,
     WorkItem,
@@ -221,6 +222,102 @@ def test_a_run_inserted_leased_is_found_by_its_lease_as_one_claimed(
     store.release_work(run_id, item.lease_id, now_ms=T0 + 2)
     (again,) = claim(store, "w2", now=T0 + 2)
     assert again.run_id == run_id and run_row(observer, run_id).worker_id == "w2"
+
+
+def test_a_claim_not_last_whose_lease_was_refused_takes_the_oldest_by_its_statement(
+    store: SqlStore, observer: Engine
+) -> None:
+    # The probe finds an older ready run; the claim does not carry the COMMIT: its statement then
+    # takes both, oldest first. (This test and the three below are from a second review.)
+    learn_hints(store)
+    (older,) = store.ingest_events([NewEvent(GO, "{}", "e0")], now_ms=T0).run_ids
+    younger, items = event_and_claim(store, "e1", after=True)
+    assert [item.run_id for item in items] == [older, younger]
+    assert run_row(observer, younger).worker_id == "w1"
+    assert run_row(observer, older).worker_id == "w1"
+
+
+def test_a_claim_takes_no_more_of_the_events_runs_than_its_max_items(
+    store: SqlStore, observer: Engine, sent: list[str]
+) -> None:
+    store.register_functions(
+        "shop",
+        [FunctionSpec("bill", (GO,)), FunctionSpec("pack", (GO,)), FunctionSpec("ship", ("other",))],
+        now_ms=T0,
+    )
+    store.ingest_events([NewEvent(GO, "{}")], now_ms=T0)
+    assert len(claim(store, "w0", max_items=10)) == 2
+    sent.clear()
+    with store.grouped():
+        store.next_call_is_last(False)
+        run_ids = store.ingest_events([NewEvent(GO, "{}", "e1")], now_ms=T0).run_ids
+        store.next_call_is_last(True)
+        items = claim(store, "w1", max_items=1)
+    assert len(run_ids) == 2
+    (item,) = items
+    rows = {run_id: run_row(observer, run_id) for run_id in run_ids}
+    assert rows[item.run_id].state == RunState.LEASED and rows[item.run_id].lease_id == item.lease_id
+    (other,) = set(run_ids) - {item.run_id}
+    assert rows[other].state == RunState.READY and rows[other].lease_id is None
+    if store._dialect.pipelines:
+        assert claims_sent(sent) == 0
+    (again,) = claim(store, "w2", max_items=5)
+    assert again.run_id == other
+
+
+def test_a_claim_takes_the_runs_of_its_app_only_and_another_apps_older_run_holds_nothing_back(
+    store: SqlStore, observer: Engine, sent: list[str]
+) -> None:
+    store.register_functions("shop", [FunctionSpec("bill", (GO,))], now_ms=T0)
+    store.register_functions("crm", [FunctionSpec("sync", (GO,))], now_ms=T0)
+    # an older ready run of another app must not hold the lease back
+    store.register_functions("crm2", [FunctionSpec("x", ("crm/x",))], now_ms=T0)
+    store.ingest_events([NewEvent(GO, "{}")], now_ms=T0)
+    assert len(claim(store, "w0", max_items=10)) == 1
+    store.ingest_events([NewEvent("crm/x", "{}")], now_ms=T0 - 50)
+    sent.clear()
+    with store.grouped():
+        store.next_call_is_last(False)
+        run_ids = store.ingest_events([NewEvent(GO, "{}", "e1")], now_ms=T0).run_ids
+        store.next_call_is_last(True)
+        items = claim(store, "w1", max_items=5)
+    (item,) = items
+    assert item.app_id == "shop"
+    by_app = {run_row(observer, r).app_id: run_row(observer, r) for r in run_ids}
+    assert by_app["shop"].state == RunState.LEASED and by_app["crm"].state == RunState.READY
+    if store._dialect.pipelines:
+        assert claims_sent(sent) == 0
+
+
+def test_an_event_sent_by_a_step_then_a_claim_gets_its_run_leased_at_insert(
+    store: SqlStore, observer: Engine, sent: list[str]
+) -> None:
+    store.register_functions(
+        "shop", [FunctionSpec("bill", (GO,)), FunctionSpec("sender", ("start",))], now_ms=T0
+    )
+    store.ingest_events([NewEvent("start", "{}"), NewEvent("start", "{}")], now_ms=T0)
+    senders = claim(store, "w0", max_items=2, functions=("sender",))
+    assert len(senders) == 2
+    # first send learns the hints
+    c = Completion(senders[0].run_id, senders[0].lease_id, "s", SendEvents((NewEvent(GO, "{}"),)))
+    store.complete_step(c, now_ms=T0, lease_ms=LEASE)
+    assert len(claim(store, "w0", max_items=5, functions=("bill",))) == 1
+    sent.clear()
+    with store.grouped():
+        store.next_call_is_last(False)
+        c = Completion(
+            senders[1].run_id, senders[1].lease_id, "s", SendEvents((NewEvent(GO, '{"a": 1}', "e9"),))
+        )
+        result = store.complete_step(c, now_ms=T0, lease_ms=LEASE)
+        store.next_call_is_last(True)
+        items = claim(store, "w1", max_items=5, functions=("bill",))
+    (item,) = items
+    assert json.loads(result.output_json) == ["e9"]
+    row = run_row(observer, item.run_id)
+    assert (row.state, row.lease_id, row.event_id) == (RunState.LEASED, item.lease_id, "e9")
+    assert item.event.seq == row.event_seq and item.event.id == "e9"
+    if store._dialect.pipelines:
+        assert claims_sent(sent) == 0
 
 
 # An event that resumes waits as well: its runs are claimed by the claim's statement.
