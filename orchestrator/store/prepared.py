@@ -224,7 +224,8 @@ class Unsent:
     def __init__(
         self, statement: Prepared, tx: Tx, params: dict[str, Any], entry: tuple[str, Any, Any]
     ) -> None:
-        self._statement, self._tx, self._params, self._entry = statement, tx, dict(params), entry
+        # (``params`` is the caller's own: ``read_later`` bound a copy of it.)
+        self._statement, self._tx, self._params, self._entry = statement, tx, params, entry
 
     def rebind(self, **changes: Any) -> bool:
         """Changes these parameters of the statement; False (and nothing changed) once it was sent."""

@@ -83,19 +83,32 @@ def claim(
     ).items
 
 
-def event_and_claim(
-    store: SqlStore, event_id: str, *, functions: tuple[str, ...] = (), after: bool = False
-) -> tuple[str, tuple[WorkItem, ...]]:
-    """One group: a GO event, then a claim of app "shop" (the group's last call, unless ``after``:
-    then a registration follows it)."""
+def event_and_claims(
+    store: SqlStore,
+    event_id: str,
+    *,
+    functions: tuple[str, ...] = (),
+    max_items: int = 5,
+    after: bool = False,
+) -> tuple[tuple[str, ...], tuple[WorkItem, ...]]:
+    """One group: a GO event, then a claim of app "shop" by "w1" (the group's last call, unless
+    ``after``: then a registration follows it); the event's runs and the claim's items."""
     with store.grouped():
         store.next_call_is_last(False)
-        (run_id,) = store.ingest_events([NewEvent(GO, json.dumps({"n": 7}), event_id)], now_ms=T0).run_ids
+        run_ids = store.ingest_events([NewEvent(GO, json.dumps({"n": 7}), event_id)], now_ms=T0).run_ids
         store.next_call_is_last(not after)
-        items = claim(store, "w1", max_items=5, functions=functions)
+        items = claim(store, "w1", max_items=max_items, functions=functions)
         if after:
             store.next_call_is_last(True)
             store.register_functions("crm", [FunctionSpec("sync", ("crm/x",))], now_ms=T0)
+    return run_ids, items
+
+
+def event_and_claim(
+    store: SqlStore, event_id: str, *, functions: tuple[str, ...] = (), after: bool = False
+) -> tuple[str, tuple[WorkItem, ...]]:
+    """``event_and_claims`` of an event that starts one run."""
+    (run_id,), items = event_and_claims(store, event_id, functions=functions, after=after)
     return run_id, items
 
 
@@ -248,11 +261,7 @@ def test_a_claim_takes_no_more_of_the_events_runs_than_its_max_items(
     store.ingest_events([NewEvent(GO, "{}")], now_ms=T0)
     assert len(claim(store, "w0", max_items=10)) == 2
     sent.clear()
-    with store.grouped():
-        store.next_call_is_last(False)
-        run_ids = store.ingest_events([NewEvent(GO, "{}", "e1")], now_ms=T0).run_ids
-        store.next_call_is_last(True)
-        items = claim(store, "w1", max_items=1)
+    run_ids, items = event_and_claims(store, "e1", max_items=1)
     assert len(run_ids) == 2
     (item,) = items
     rows = {run_id: run_row(observer, run_id) for run_id in run_ids}
@@ -276,12 +285,7 @@ def test_a_claim_takes_the_runs_of_its_app_only_and_another_apps_older_run_holds
     assert len(claim(store, "w0", max_items=10)) == 1
     store.ingest_events([NewEvent("crm/x", "{}")], now_ms=T0 - 50)
     sent.clear()
-    with store.grouped():
-        store.next_call_is_last(False)
-        run_ids = store.ingest_events([NewEvent(GO, "{}", "e1")], now_ms=T0).run_ids
-        store.next_call_is_last(True)
-        items = claim(store, "w1", max_items=5)
-    (item,) = items
+    run_ids, (item,) = event_and_claims(store, "e1")
     assert item.app_id == "shop"
     by_app = {run_row(observer, r).app_id: run_row(observer, r) for r in run_ids}
     assert by_app["shop"].state == RunState.LEASED and by_app["crm"].state == RunState.READY

@@ -225,9 +225,10 @@ def test_the_claim_reaches_runs_steps_and_events_by_their_indexes(parked: Parked
     _assert_indexed(_generic_plan(store, admin, leases._LEASE_READY, **CLAIM))
 
 
-def _young(store: SqlStore, runs: int = 200, steps: int = 10) -> None:
+def _young(store: SqlStore, admin: Engine | None = None, runs: int = 200, steps: int = 10) -> None:
     """``runs`` runs of ``steps`` completed steps each, through the store: a young database's tables
-    (the bench's, after its throughput shape), a few hundred runs and a few thousand steps."""
+    (the bench's, after its throughput shape), a few hundred runs and a few thousand steps; then
+    analyzed, where ``admin`` is given."""
     store.register_functions("a", [FunctionSpec("f", ("start",))], now_ms=T0)
     store.ingest_events([NewEvent("start", "{}") for _ in range(runs)], now_ms=T0)
     claim = functools.partial(
@@ -238,6 +239,9 @@ def _young(store: SqlStore, runs: int = 200, steps: int = 10) -> None:
             for i in range(steps):
                 completion = Completion(item.run_id, item.lease_id, f"s{i}", StepOutput("1"))
                 store.complete_step(completion, now_ms=T0, lease_ms=LEASE)
+    if admin is not None:
+        with admin.connect() as conn:
+            conn.execute(text("VACUUM ANALYZE"))
 
 
 @pytest.mark.parametrize("analyzed", [False, True], ids=["fresh", "analyzed"])
@@ -246,10 +250,7 @@ def test_the_claim_reaches_a_young_databases_runs_and_steps_by_their_indexes(
 ) -> None:
     # Small enough that PostgreSQL's cost model prefers reading both tables whole (analyzed, still
     # the runs), at every claim; a claim's transaction does not let it (``txn.PLAN_BY_INDEX``).
-    _young(store)
-    if analyzed:
-        with admin.connect() as conn:
-            conn.execute(text("VACUUM ANALYZE"))
+    _young(store, admin if analyzed else None)
     _assert_indexed(_generic_plan(store, admin, leases._LEASE_READY, after=txn.PLAN_BY_INDEX, **CLAIM))
 
 
@@ -290,10 +291,7 @@ def test_ingest_on_hints_probes_a_young_databases_older_ready_runs_by_their_read
     # Ordered by the ready time, as the claim's own choice of runs and the ready work announcement
     # are: without the order, a young database's plan took the lease expiry index, every ready run
     # of every app whatever its ready time.
-    _young(store)
-    if analyzed:
-        with admin.connect() as conn:
-            conn.execute(text("VACUUM ANALYZE"))
+    _young(store, admin if analyzed else None)
     plan = _generic_plan(store, admin, ingest._INGEST_ON_HINTS, after=txn.PLAN_BY_INDEX, **ON_HINTS, **LEASED)
     _assert_indexed(plan)
     probe = r"Index (Only )?Scan using ix_runs_(app_id_state|state)_available_at_ms on runs\b"
