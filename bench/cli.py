@@ -196,6 +196,7 @@ def _ours(out: dict[str, Any], args: argparse.Namespace, store: str, pg: str | N
         out["latency"] = ours.first_step_latency(a, args.samples, f"{tag}l", budget=300)
         out["grpc_floor"] = ours.grpc_floor(a, args.samples, budget=300)
         out["grpc_floor_back_to_back"] = ours.grpc_floor(a, args.samples, budget=300, gap=0)
+        out["grpc_calls_per_s"] = ours.grpc_calls_per_s(a, 20 * args.samples)
         log("resume latency")
         out["resume"] = ours.resume_latency(a, args.samples, f"{tag}r", budget=300)
         out["rss_idle_bytes"] = a.orch.rss_bytes()
@@ -431,6 +432,8 @@ def rows(entry: dict[str, Any], args: argparse.Namespace) -> list[Row]:
         ("floor: a trivial gRPC round trip here, p99 ms", _get(o, "grpc_floor", "p99_ms"), None, False),
         ("floor: the same round trips back to back (no idle gap), p50 ms",
          _get(o, "grpc_floor_back_to_back", "p50_ms"), None, False),
+        ("floor: trivial grpc.aio calls/s, 16 in flight (the issue's box: about 2,200)",
+         _get(o, "grpc_calls_per_s", "calls_per_s"), None, True),
         ("resume after wait p50, ms (DBOS: send -> recv)", _get(o, "resume", "p50_ms"),
          _get(d, "resume", "p50_ms"), False),
         ("resume after wait p99, ms", _get(o, "resume", "p99_ms"), _get(d, "resume", "p99_ms"), False),

@@ -163,6 +163,40 @@ def grpc_floor(s: Session, samples: int, budget: float, gap: float = IDLE_GAP_S)
     return latency_summary(ms)
 
 
+def grpc_calls_per_s(s: Session, calls: int, in_flight: int = 16, budget: float = 120) -> dict[str, Any]:
+    """The issue's own measure of this box, run beside our shapes so that a run says which phase of
+    the box it met: trivial grpc.aio unary calls (the health check, no store) to the same
+    orchestrator, ``in_flight`` at a time from one asyncio client, until ``calls`` have returned
+    (CPU bound on both sides). The issue measured about 2,200 calls/s with 16 in flight on the
+    machine its targets were written for."""
+    import asyncio
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    left = _deadline(budget)
+    request = health_pb2.HealthCheckRequest(service="")
+
+    async def run() -> float:
+        async with grpc.aio.insecure_channel(s.orch.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            remaining = calls
+
+            async def caller() -> None:
+                nonlocal remaining
+                while remaining > 0:
+                    remaining -= 1
+                    await stub.Check(request, timeout=min(left(), 30))
+
+            for _ in range(in_flight):  # connection and caches warm, not measured
+                await stub.Check(request, timeout=min(left(), 30))
+            t0 = time.perf_counter()
+            await asyncio.gather(*(caller() for _ in range(in_flight)))
+            return time.perf_counter() - t0
+
+    seconds = asyncio.run(run())
+    return {"calls": calls, "in_flight": in_flight, "seconds": seconds, "calls_per_s": calls / seconds}
+
+
 def park(s: Session, keys: list[str], budget: float, batch: int = 1000) -> float:
     """Starts a `resume` run per key (batched SendEvent) and returns once each has reached its wait
     (plus a short settle so the waits are committed). Returns the seconds it took."""

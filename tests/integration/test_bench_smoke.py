@@ -63,6 +63,9 @@ def test_bench_quick_writes_every_metric(tmp_path: Path) -> None:
         assert float(_at(ours, name)) > 0, name  # type: ignore[arg-type]
     for name in LATENCIES:
         _check_latency(ours, name)
+    calibration = ours["grpc_calls_per_s"]
+    assert calibration["calls"] == 20 * results["config"]["samples"] and calibration["in_flight"] == 16
+    assert calibration["calls_per_s"] == pytest.approx(calibration["calls"] / calibration["seconds"])
     assert ours["scale_waiting"] == results["config"]["waiting"] > 0
     assert ours["scale_park_seconds"] > 0
     for name in ("rss_idle_bytes", "scale_rss_bytes", "scale_rss_after_bytes"):
