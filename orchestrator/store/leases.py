@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import Select, bindparam, select, text, union_all, update
 from sqlalchemy.exc import DBAPIError
 
 from orchestrator import clock
@@ -61,7 +61,41 @@ _MEMO_JSON = text(
 _MEMO_NONE = text("NULL AS memo")
 
 
-def _lease_oldest(*, of_functions: bool, memos: bool) -> Prepared:
+def _ready_of_app(*functions: str) -> Select[Any]:
+    """The app's ready runs, oldest first, at most ``max_items``: all of them, or those of the
+    function that the named parameter ``functions[0]`` gives."""
+    chosen = (
+        select(_r.c.id, _r.c.available_at_ms)
+        .where(
+            _r.c.app_id == bindparam("app_id"),
+            _r.c.state == RunState.READY,
+            _r.c.available_at_ms <= bindparam("now_ms"),
+        )
+        # Oldest first, in the claim index's own order, so the scan stops after max_items rows. (With
+        # a tie-break on id, every ready run of the app was read and sorted per claim: O(backlog).)
+        .order_by(_r.c.available_at_ms)
+        .limit(bindparam("max_items"))
+    )
+    return chosen.where(_r.c.function_id == bindparam(functions[0])) if functions else chosen
+
+
+def _of_functions(count: int) -> Select[Any]:
+    """The oldest ready runs of ``count`` functions (parameters ``function_0`` ...): at most
+    ``max_items`` of each, read from its own range of the (app, function, state, ready time) index,
+    then the oldest of those. One range per function rather than the app's range filtered by
+    function, which read every ready run of the app's other functions older than these (a worker
+    serving some functions beside another function's backlog: 5 ms per claim with 50,000 ready)."""
+    scans = [_ready_of_app(f"function_{i}").subquery(f"of_{i}") for i in range(count)]
+    each = (select(scan.c.id, scan.c.available_at_ms) for scan in scans)
+    candidates = union_all(*each).subquery("candidates")
+    return (
+        select(candidates.c.id, candidates.c.available_at_ms)
+        .order_by(candidates.c.available_at_ms)
+        .limit(bindparam("max_items"))
+    )
+
+
+def _lease_oldest(*, functions: int, memos: bool) -> Prepared:
     # SQLite: a claim is one statement, which leases the oldest ready runs of the app (chosen by the
     # claim index in the subquery, then reached by primary key) and returns what their work items
     # need, their events included. RETURNING cannot name a joined table (an UPDATE ... FROM's), but
@@ -73,22 +107,23 @@ def _lease_oldest(*, of_functions: bool, memos: bool) -> Prepared:
     # beside the primary key: the subquery chose ready runs in the same statement, under the write
     # lock (BEGIN IMMEDIATE); and with it SQLite's planner (no statistics) chose the index on state
     # over the primary key for five ids or more, so every claim read every ready run (a backlog of
-    # 30,000 ready runs made parking CPU-bound on it).
-    chosen = (
-        select(_r.c.id)
-        .where(
-            _r.c.app_id == bindparam("app_id"),
-            _r.c.state == RunState.READY,
-            _r.c.available_at_ms <= bindparam("now_ms"),
-        )
-        # Oldest first, in the claim index's own order, so the scan stops after max_items rows. (With
-        # a tie-break on id, every ready run of the app was read and sorted per claim: O(backlog).)
-        .order_by(_r.c.available_at_ms)
-        .limit(bindparam("max_items"))
-        .correlate(None)
-    )
-    if of_functions:
-        chosen = chosen.where(_r.c.function_id.in_(bindparam("function_ids", expanding=True)))
+    # 30,000 ready runs made parking CPU-bound on it). ``functions``: 0 for all of the app's
+    # functions, OF_MANY for a list of more than MAX_FUNCTION_SCANS (``function_ids``), else how
+    # many the claim names (``_of_functions``).
+    if functions == OF_MANY:
+        # The app's range, filtered by function: more ranges than that cost more than they save.
+        ready = _ready_of_app().where(_r.c.function_id.in_(bindparam("function_ids", expanding=True)))
+    elif functions == 1:
+        ready = _ready_of_app("function_0")
+    elif functions:
+        ready = _of_functions(functions)
+    else:
+        ready = _ready_of_app()
+    # The ids straight from the index's scan where one range is read (no subquery of its own).
+    if functions in (0, 1, OF_MANY):
+        chosen = ready.with_only_columns(ready.selected_columns.id).correlate(None)
+    else:
+        chosen = select(ready.subquery("chosen").c.id)
     statement = (
         update(_r)
         .where(_r.c.id.in_(chosen.scalar_subquery()))
@@ -111,22 +146,36 @@ def _lease_oldest(*, of_functions: bool, memos: bool) -> Prepared:
             _MEMO_JSON if memos else _MEMO_NONE,
         )
     )
-    return Prepared(statement, expanding=("function_ids",) if of_functions else ())
+    return Prepared(statement, expanding=("function_ids",) if functions == OF_MANY else ())
 
 
-# By (of some functions only, with memos).
-_LEASE_OLDEST = {
-    (of_functions, memos): _lease_oldest(of_functions=of_functions, memos=memos)
-    for of_functions in (False, True)
-    for memos in (True, False)
-}
+# SQLite's claim statements by (how many functions the claim names, 0 for all; with memos), made
+# when first needed: a worker names the same functions at every poll. A claim naming more than
+# MAX_FUNCTION_SCANS functions reads the app's range and filters it (OF_MANY).
+MAX_FUNCTION_SCANS = 16
+OF_MANY = -1
+_LEASE_OLDEST: dict[tuple[int, bool], Prepared] = {}
+
+
+def lease_oldest(functions: int, *, memos: bool) -> Prepared:
+    """SQLite's claim statement for a claim naming ``functions`` functions (0: all of them; more
+    than MAX_FUNCTION_SCANS: OF_MANY)."""
+    if functions > MAX_FUNCTION_SCANS:
+        functions = OF_MANY
+    key = (functions, memos)
+    statement = _LEASE_OLDEST.get(key)
+    if statement is None:
+        statement = _LEASE_OLDEST[key] = _lease_oldest(functions=functions, memos=memos)
+    return statement
+
+
 # PostgreSQL: a claim is one statement. It chooses the oldest ready runs (SKIP LOCKED: concurrent
 # pollers take different runs), ends the sleeps of theirs whose time came (a sleeping run is simply
 # ready at its wake time: the claim that takes it ends the sleep), leases them, and returns each with
 # its event and its memo (the recorded steps as arrays, in position order). One round trip where
 # the candidates, the lease, the memo read and the sleep writes took three or more; and with no
 # write left to follow it, the claim can carry the transaction's COMMIT (``Tx.last_call``).
-# SQLite runs ``_LEASE_OLDEST``, which returns the memo as JSON.
+# SQLite runs ``lease_oldest``'s, which returns the memo as JSON.
 # The memo shows the steps as they were before the statement (one snapshot): a sleep it ends reads
 # as sleeping there, and ``_memo`` reports it completed under the same "wake_ms <= now" test.
 # Written for PostgreSQL's generic plan, which a prepared statement runs once it costs less than
@@ -242,16 +291,19 @@ def claim(
         "app_id": app_id, "now_ms": now_ms, "max_items": max_items, "lease_id": lease_id,
         "lease_expires_ms": expires, "worker_id": worker_id,
     }  # fmt: skip
-    if function_ids:
+    functions = len(function_ids)
+    if functions > MAX_FUNCTION_SCANS:
         params["function_ids"] = list(function_ids)
+    else:
+        params.update((f"function_{i}", function_id) for i, function_id in enumerate(function_ids))
     try:
         # (All of an UPDATE's RETURNING rows are made by its first step, inside ``run``.)
-        rows = _LEASE_OLDEST[bool(function_ids), True].run(tx, **params).all()
+        rows = lease_oldest(functions, memos=True).run(tx, **params).all()
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_TOOBIG:
             raise
         # A memo too long for one string (see ``_MEMO_JSON``); the failed statement changed nothing.
-        rows = _LEASE_OLDEST[bool(function_ids), False].run(tx, **params).all()
+        rows = lease_oldest(functions, memos=False).run(tx, **params).all()
     if not rows:
         return ClaimResult(())
     # RETURNING's order is not the chosen one: oldest first, as the claim index read them.

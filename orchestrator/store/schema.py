@@ -132,6 +132,11 @@ runs = Table(
     Column("ended_ms", BigInteger),
     ForeignKeyConstraint(["event_seq"], ["events.seq"]),
     Index(None, "app_id", "state", "available_at_ms"),  # claims
+    # SQLite, claims of some of an app's functions (a worker serving a subset): one range per
+    # function, so that another function's backlog of ready runs is not read at every claim
+    # (``leases._lease_of_functions``; PostgreSQL's planner takes the function index there).
+    _only_on("sqlite", Index("ix_runs_app_id_function_id_state_available_at_ms",
+                             "app_id", "function_id", "state", "available_at_ms")),
     Index(None, "state", "available_at_ms"),  # timers: next ready time
     Index(None, "state", "lease_expires_ms"),  # timers: lease expiry
     Index(None, "created_ms"),  # ListRuns, newest first

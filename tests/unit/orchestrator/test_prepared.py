@@ -21,7 +21,7 @@ from orchestrator.engine.model import NewEvent
 from orchestrator.store import factory
 from orchestrator.store import schema as t
 from orchestrator.store.ingest import _MATCH_WAITS
-from orchestrator.store.leases import _LEASE_OLDEST
+from orchestrator.store.leases import MAX_FUNCTION_SCANS, lease_oldest
 from orchestrator.store.prepared import MAX_EXPANSIONS, Prepared
 from orchestrator.store.sql import MAX_TX_ATTEMPTS, SqlStore
 from orchestrator.store.txn import Tx
@@ -266,22 +266,26 @@ def test_a_connection_lost_at_the_commit_is_store_unavailable_and_not_run_again(
 
 @pytest.mark.sqlite_only("SQLite's planner, without statistics, is the one that chose the index on state")
 @pytest.mark.parametrize("memos", [True, False])
-@pytest.mark.parametrize("functions", [0, 1, 5])
+@pytest.mark.parametrize("functions", [0, 1, 5, MAX_FUNCTION_SCANS + 1])
 def test_a_claim_chooses_by_the_claim_index_and_leases_by_primary_key(
     store: SqlStore, functions: int, memos: bool
 ) -> None:
     # The claim is one UPDATE. Its subquery reads the claim index in its own order (the scan stops
-    # after max_items rows, no sort); the UPDATE reaches the chosen runs by primary key, and their
-    # events and memos by theirs. With
-    # "AND state = 'ready'" beside the subquery, SQLite read every ready run through the index on
-    # state once a claim had five candidates or more: O(backlog) per claim.
-    lease = _LEASE_OLDEST[bool(functions), memos]
+    # after max_items rows, no sort): the app's range, or one range per function the claim names
+    # (then the oldest of theirs: a sort of at most max_items rows per function), so that another
+    # function's backlog is never read; beyond MAX_FUNCTION_SCANS functions, the app's range
+    # filtered. The UPDATE reaches the chosen runs by primary key, and their events and memos by
+    # theirs. With "AND state = 'ready'" beside the subquery, SQLite read every ready run through
+    # the index on state once a claim had five candidates or more: O(backlog) per claim.
+    lease = lease_oldest(functions, memos=memos)
     params: dict[str, Any] = {
         "app_id": "a", "now_ms": T0, "max_items": 100, "lease_id": "lease", "lease_expires_ms": T0,
         "worker_id": "w",
     }  # fmt: skip
-    if functions:
+    if functions > MAX_FUNCTION_SCANS:
         params["function_ids"] = [f"f{i}" for i in range(functions)]
+    else:
+        params.update((f"function_{i}", f"f{i}") for i in range(functions))
 
     def plan(tx: Tx) -> list[str]:
         compiled, args = lease._bind(tx, params)
@@ -290,11 +294,22 @@ def test_a_claim_chooses_by_the_claim_index_and_leases_by_primary_key(
     steps = store._run(plan)
     assert steps[0].startswith("SEARCH runs USING") and "(id=?)" in steps[0], steps
     chosen = [step for step in steps if step.startswith(("SEARCH runs", "SCAN runs"))][1:]
-    assert chosen == [
-        "SEARCH runs USING INDEX ix_runs_app_id_state_available_at_ms "
-        "(app_id=? AND state=? AND available_at_ms<?)"
-    ], steps
-    assert not [step for step in steps if "TEMP B-TREE" in step or step.startswith("SCAN")], steps
+    if 1 <= functions <= MAX_FUNCTION_SCANS:
+        assert chosen == [
+            "SEARCH runs USING INDEX ix_runs_app_id_function_id_state_available_at_ms "
+            "(app_id=? AND function_id=? AND state=? AND available_at_ms<?)"
+        ] * functions, steps
+    else:
+        assert chosen == [
+            "SEARCH runs USING INDEX ix_runs_app_id_state_available_at_ms "
+            "(app_id=? AND state=? AND available_at_ms<?)"
+        ], steps
+    sorts = [step for step in steps if "TEMP B-TREE" in step]
+    # Where ranges are merged: each range's rows (at most max_items) for the merge.
+    assert len(sorts) == (functions if 2 <= functions <= MAX_FUNCTION_SCANS else 0), steps
+    # No table is scanned: only the ranges' results (of_<i>) and their merge (chosen) are.
+    scanned = [step.split()[1] for step in steps if step.startswith("SCAN")]
+    assert [name for name in scanned if name != "chosen" and not name.startswith("of_")] == [], steps
     assert [step for step in steps if step.startswith("SEARCH ev")] == [
         "SEARCH ev USING INTEGER PRIMARY KEY (rowid=?)"
     ] * 4, steps

@@ -27,7 +27,7 @@ from orchestrator.engine.model import (
     StepStatus,
     WorkItem,
 )
-from orchestrator.store import factory
+from orchestrator.store import factory, leases
 from orchestrator.store.sql import SqlStore
 
 T0 = 1_800_000_000_000  # a fixed "now", Unix ms
@@ -191,6 +191,34 @@ def test_claim_leases_ready_runs_of_the_callers_functions(store: SqlStore) -> No
     assert [i.function_id for i in rest] == ["f"]
     assert claim(store) == ()  # leased runs are not handed out twice
     assert [i.function_id for i in claim(store, "other")] == ["h"]
+
+
+@pytest.mark.parametrize("named", [1, 3, leases.MAX_FUNCTION_SCANS + 1])
+def test_a_claim_naming_functions_takes_the_oldest_runs_across_them(store: SqlStore, named: int) -> None:
+    # SQLite reads one range per named function (up to MAX_FUNCTION_SCANS; more are filtered from
+    # the app's range) and takes the oldest of them: the runs come oldest first across the named
+    # functions, at most max_items, and the app's other functions' older runs are left.
+    functions = [f"f{i}" for i in range(named + 1)]
+    for fn in functions:
+        register(store, "crm", fn, f"e/{fn}")
+    register(store, "other", "f1", "e/other")
+    send(store, "e/other", now=T0 - 2)
+    send(store, "e/other", now=T0 - 1)
+    ready_at: dict[str, tuple[int, str]] = {}
+    for round_ in range(2):
+        for i, fn in enumerate(functions):
+            at = T0 + round_ * len(functions) + i
+            for run_id in send(store, f"e/{fn}", now=at).run_ids:
+                ready_at[run_id] = (at, fn)
+    named_fns = tuple(reversed(functions[1:]))  # f0, the oldest, is not named
+    expected = sorted((at, fn, run_id) for run_id, (at, fn) in ready_at.items() if fn in named_fns)
+    taken: list[tuple[int, str, str]] = []
+    while batch := claim(store, now=T0 + 1_000, n=2, fns=named_fns):
+        assert len(batch) <= 2
+        taken.extend((ready_at[i.run_id][0], i.function_id, i.run_id) for i in batch)
+    assert taken == expected
+    assert sorted(i.function_id for i in claim(store, now=T0 + 1_000)) == ["f0", "f0"]
+    assert [i.function_id for i in claim(store, "other", now=T0 + 1_000)] == ["f1", "f1"]
 
 
 def test_claim_takes_at_most_max_items(store: SqlStore) -> None:
