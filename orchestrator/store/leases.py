@@ -61,9 +61,9 @@ _MEMO_JSON = text(
 _MEMO_NONE = text("NULL AS memo")
 
 
-def _ready_of_app(*functions: str) -> Select[Any]:
+def _ready_of_app(function_param: str | None = None) -> Select[Any]:
     """The app's ready runs, oldest first, at most ``max_items``: all of them, or those of the
-    function that the named parameter ``functions[0]`` gives."""
+    function the parameter named ``function_param`` gives."""
     chosen = (
         select(_r.c.id, _r.c.available_at_ms)
         .where(
@@ -76,7 +76,7 @@ def _ready_of_app(*functions: str) -> Select[Any]:
         .order_by(_r.c.available_at_ms)
         .limit(bindparam("max_items"))
     )
-    return chosen.where(_r.c.function_id == bindparam(functions[0])) if functions else chosen
+    return chosen.where(_r.c.function_id == bindparam(function_param)) if function_param else chosen
 
 
 def _of_functions(count: int) -> Select[Any]:
@@ -167,6 +167,13 @@ def lease_oldest(functions: int, *, memos: bool) -> Prepared:
     if statement is None:
         statement = _LEASE_OLDEST[key] = _lease_oldest(functions=functions, memos=memos)
     return statement
+
+
+def function_params(function_ids: Sequence[str]) -> dict[str, Any]:
+    """The parameters naming ``function_ids`` in ``lease_oldest(len(function_ids))``'s statement."""
+    if len(function_ids) > MAX_FUNCTION_SCANS:
+        return {"function_ids": list(function_ids)}
+    return {f"function_{i}": function_id for i, function_id in enumerate(function_ids)}
 
 
 # PostgreSQL: a claim is one statement. It chooses the oldest ready runs (SKIP LOCKED: concurrent
@@ -291,11 +298,8 @@ def claim(
         "app_id": app_id, "now_ms": now_ms, "max_items": max_items, "lease_id": lease_id,
         "lease_expires_ms": expires, "worker_id": worker_id,
     }  # fmt: skip
+    params.update(function_params(function_ids))
     functions = len(function_ids)
-    if functions > MAX_FUNCTION_SCANS:
-        params["function_ids"] = list(function_ids)
-    else:
-        params.update((f"function_{i}", function_id) for i, function_id in enumerate(function_ids))
     try:
         # (All of an UPDATE's RETURNING rows are made by its first step, inside ``run``.)
         rows = lease_oldest(functions, memos=True).run(tx, **params).all()

@@ -21,7 +21,7 @@ from orchestrator.engine.model import NewEvent
 from orchestrator.store import factory
 from orchestrator.store import schema as t
 from orchestrator.store.ingest import _MATCH_WAITS
-from orchestrator.store.leases import MAX_FUNCTION_SCANS, lease_oldest
+from orchestrator.store.leases import MAX_FUNCTION_SCANS, function_params, lease_oldest
 from orchestrator.store.prepared import MAX_EXPANSIONS, Prepared
 from orchestrator.store.sql import MAX_TX_ATTEMPTS, SqlStore
 from orchestrator.store.txn import Tx
@@ -282,10 +282,7 @@ def test_a_claim_chooses_by_the_claim_index_and_leases_by_primary_key(
         "app_id": "a", "now_ms": T0, "max_items": 100, "lease_id": "lease", "lease_expires_ms": T0,
         "worker_id": "w",
     }  # fmt: skip
-    if functions > MAX_FUNCTION_SCANS:
-        params["function_ids"] = [f"f{i}" for i in range(functions)]
-    else:
-        params.update((f"function_{i}", f"f{i}") for i in range(functions))
+    params.update(function_params([f"f{i}" for i in range(functions)]))
 
     def plan(tx: Tx) -> list[str]:
         compiled, args = lease._bind(tx, params)
